@@ -1,0 +1,1 @@
+"""generators: operator package (see ARCHITECTURE.md); filled in by its issue."""

@@ -1,0 +1,1 @@
+"""merging: operator package (see ARCHITECTURE.md); filled in by its issue."""

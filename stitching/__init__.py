@@ -1,0 +1,1 @@
+"""stitching: operator package (see ARCHITECTURE.md); filled in by its issue."""

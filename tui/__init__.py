@@ -1,0 +1,1 @@
+"""tui: operator package (see ARCHITECTURE.md); filled in by its issue."""

@@ -1,0 +1,528 @@
+"""The catalog API: add, find, tag, verify, remove models; record runs and lineage.
+
+Every write happens in one transaction: a model row, its files and tags, the run that made
+it and its lineage edges land together or not at all, and files copied into the store are
+moved into place only inside that transaction (and removed again if it fails).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session, col, func, select
+
+from ..checkpoint import Checkpoint
+from ..detect import detect_family
+from ..errors import CatalogError, NotFoundError, RefusedError, ZooError
+from ..hashing import Progress, combined_digest, sha256_file
+from ..writer import WrittenCheckpoint, WrittenFile, atomic_folder, copy_files, save_tensors
+from .db import init_schema, make_engine, resolve_url, sqlite_path
+from .records import edge_row, file_row, model_row, run_row
+from .tables import LineageEdge, ModelEntry, ModelFile, ModelTag, Run, utcnow
+
+_REF = re.compile(r"^(?P<name>.+)@(?P<version>\d+)$")
+NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
+
+
+@dataclass(frozen=True)
+class Parent:
+    """A lineage edge to declare when registering: `ref` is any catalog reference."""
+
+    ref: str | int
+    role: str = "input"
+    weight: float | None = None
+
+
+@dataclass
+class AddResult:
+    entry: ModelEntry
+    created: bool  # False when identical bytes were already catalogued
+
+
+@dataclass
+class VerifyResult:
+    ref: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class RunRecord:
+    """What an operator did, recorded with the output it registers."""
+
+    operator: str
+    operator_version: str = "0"
+    params: dict | None = None
+    cache_key: str | None = None
+    seconds: float | None = None
+    timings: dict | None = None
+
+
+class Catalog:
+    """A catalog database plus the store folder where produced checkpoints are written."""
+
+    def __init__(self, target: str | os.PathLike | None = None, store: str | os.PathLike | None = None) -> None:
+        self.url = resolve_url(target)
+        self.engine = make_engine(self.url)
+        init_schema(self.engine, self.url)
+        self._write_engine = self.engine.execution_options(zoo_write=True)
+        db_file = sqlite_path(self.url)
+        default_store = (db_file.parent if db_file else Path.cwd()) / "zoo-store"
+        self.store = Path(store or os.environ.get("ZOO_STORE") or default_store).absolute()
+
+    @property
+    def where(self) -> str:
+        path = sqlite_path(self.url)
+        return str(path) if path else self.url
+
+    def _read(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def _write(self) -> Session:
+        return Session(self._write_engine, expire_on_commit=False)
+
+    # ----- references ------------------------------------------------------------------
+    def get(self, ref: str | int | ModelEntry) -> ModelEntry:
+        """Resolve `name` (latest version), `name@N`, or an integer id."""
+        if isinstance(ref, ModelEntry):
+            return ref
+        with self._read() as s:
+            entry = self._resolve(s, ref)
+        return entry
+
+    def _resolve(self, s: Session, ref: str | int) -> ModelEntry:
+        if isinstance(ref, int):
+            entry = s.get(ModelEntry, ref)
+        else:
+            ref = ref.strip()
+            m = _REF.match(ref)
+            if m:
+                entry = s.exec(
+                    select(ModelEntry).where(ModelEntry.name == m["name"], ModelEntry.version == int(m["version"]))
+                ).first()
+            else:
+                entry = s.exec(
+                    select(ModelEntry).where(ModelEntry.name == ref).order_by(col(ModelEntry.version).desc())
+                ).first()
+                if entry is None and ref.isdigit():
+                    entry = s.get(ModelEntry, int(ref))
+        if entry is None:
+            raise NotFoundError(f"no model {ref!r} in catalog {self.where} (see `zoo ls`)")
+        return entry
+
+    def open(self, ref: str | int | ModelEntry) -> Checkpoint:
+        """The checkpoint behind a catalog entry, ready for lazy tensor reads."""
+        entry = self.get(ref)
+        if not entry.path:
+            raise NotFoundError(f"{entry.ref} has no local files ({entry.location}); pull it first")
+        if not Path(entry.path).exists():
+            raise NotFoundError(f"{entry.ref}: files are gone from {entry.path} (run `zoo verify`)")
+        return Checkpoint.open(entry.path)
+
+    # ----- adding ----------------------------------------------------------------------
+    def add(
+        self,
+        path: str | os.PathLike,
+        name: str | None = None,
+        *,
+        copy: bool = False,
+        tags: Iterable[str] = (),
+        parents: Sequence[Parent] = (),
+        metrics: dict | None = None,
+        progress: Progress | None = None,
+    ) -> AddResult:
+        """Index a checkpoint in place (or copy it into the store); legacy pickles are
+        converted to safetensors in the store. Identical bytes return the existing entry."""
+        ckpt = Checkpoint.open(path)
+        name = _check_name(name or _default_name(ckpt))
+        parent_ids = self._parent_ids(parents)  # fail on a bad parent before any work
+        incoming: Path | None = None
+        try:
+            if ckpt.needs_conversion:
+                incoming = self._incoming_path()
+                written = _convert_pickled(ckpt, incoming)
+                files = [(f.path, f.size, f.sha256) for f in written.files]
+            elif copy:
+                incoming = self._incoming_path()
+                written = copy_files(ckpt.root, ckpt.files(), incoming, progress)
+                files = [(f.path, f.size, f.sha256) for f in written.files]
+            else:
+                files = [
+                    (rel, (ckpt.root / rel).stat().st_size, sha256_file(ckpt.root / rel, progress))
+                    for rel in ckpt.files()
+                ]
+            digest = combined_digest((rel, sha) for rel, _, sha in files)
+            existing = self.find_digest(digest)
+            if existing is not None:
+                return AddResult(existing, created=False)
+            location = None if incoming else str(ckpt.path)
+            entry = self._insert(name, ckpt, files, digest, location, incoming, tags, parents=parent_ids,
+                                 metrics=metrics)
+            incoming = None
+            return AddResult(entry, created=True)
+        finally:
+            if incoming is not None:
+                shutil.rmtree(incoming, ignore_errors=True)
+
+    def register(
+        self,
+        written: WrittenCheckpoint,
+        name: str,
+        *,
+        run: RunRecord | None = None,
+        inputs: Sequence[Parent] = (),
+        tags: Iterable[str] = (),
+        metrics: dict | None = None,
+    ) -> ModelEntry:
+        """Register an operator's output (written with `incoming_path()` as its target):
+        the model, its files, the run and the lineage edges in one transaction."""
+        name = _check_name(name)
+        parent_ids = self._parent_ids(inputs)
+        ckpt = Checkpoint.open(written.path)
+        files = [(f.path, f.size, f.sha256) for f in written.files]
+        digest = combined_digest((rel, sha) for rel, _, sha in files)
+        try:
+            return self._insert(name, ckpt, files, digest, None, written.path, tags, parents=parent_ids,
+                                run=run, metrics=metrics)
+        except BaseException:
+            shutil.rmtree(written.path, ignore_errors=True)
+            raise
+
+    def incoming_path(self) -> Path:
+        """A fresh path in the store for an operator to write its output to."""
+        return self._incoming_path()
+
+    def _incoming_path(self) -> Path:
+        self.store.mkdir(parents=True, exist_ok=True)
+        return self.store / f".incoming-{uuid.uuid4().hex[:12]}"
+
+    def _parent_ids(self, parents: Sequence[Parent]) -> list[tuple[int, Parent, str]]:
+        out = []
+        with self._read() as s:
+            for p in parents:
+                e = self._resolve(s, p.ref)
+                out.append((e.id, p, e.digest))
+        return out
+
+    def _insert(
+        self,
+        name: str,
+        ckpt: Checkpoint,
+        files: list[tuple[str, int, str]],
+        digest: str,
+        location: str | None,
+        move_from: Path | None,
+        tags: Iterable[str],
+        *,
+        parents: list[tuple[int, Parent, str]] = (),
+        run: RunRecord | None = None,
+        metrics: dict | None = None,
+    ) -> ModelEntry:
+        config = ckpt.config
+        family, arch = detect_family(config, ckpt.names())
+        for attempt in range(5):
+            final: Path | None = None
+            try:
+                with self._write() as s:
+                    version = (s.exec(select(func.max(ModelEntry.version)).where(ModelEntry.name == name)).one() or 0) + 1
+                    if move_from is not None:
+                        final = self.store / name / f"v{version}"
+                        final.parent.mkdir(parents=True, exist_ok=True)
+                        if final.exists():  # left over from a removed entry
+                            shutil.rmtree(final)
+                        os.rename(move_from, final)
+                        path = final
+                    else:
+                        path = Path(location)
+                    entry = ModelEntry(
+                        name=name, version=version, family=family, architecture=arch,
+                        num_params=ckpt.num_params, dtype=ckpt.dtype, bytes=sum(f[1] for f in files),
+                        location=str(path), path=str(path), owned=move_from is not None, digest=digest,
+                        config=config, metrics=metrics or None,
+                    )
+                    s.add(entry)
+                    s.flush()
+                    for rel, size, sha in files:
+                        s.add(ModelFile(model_id=entry.id, path=rel, size=size, sha256=sha))
+                    for t in sorted(set(tags)):
+                        s.add(ModelTag(model_id=entry.id, tag=t))
+                    run_id = None
+                    if run is not None:
+                        row = Run(
+                            operator=run.operator, operator_version=run.operator_version, params=run.params,
+                            inputs=[{"id": pid, "digest": pdig, "role": p.role, "weight": p.weight, "ref": str(p.ref)}
+                                    for pid, p, pdig in parents],
+                            outputs=[{"id": entry.id, "ref": entry.ref, "digest": digest}],
+                            cache_key=run.cache_key, seconds=run.seconds, timings=run.timings,
+                        )
+                        s.add(row)
+                        s.flush()
+                        run_id = row.id
+                    for pid, p, _ in parents:
+                        s.add(LineageEdge(parent_id=pid, child_id=entry.id, role=p.role, weight=p.weight, run_id=run_id))
+                    s.commit()
+                    return entry
+            except IntegrityError:
+                # another writer took this version number (databases without BEGIN IMMEDIATE)
+                if final is not None and move_from is not None and final.exists():
+                    os.rename(final, move_from)
+                if attempt == 4:
+                    raise
+            except BaseException:
+                if final is not None and move_from is not None and final.exists():
+                    os.rename(final, move_from)
+                raise
+        raise AssertionError("unreachable")
+
+    def find_digest(self, digest: str) -> ModelEntry | None:
+        with self._read() as s:
+            return s.exec(select(ModelEntry).where(ModelEntry.digest == digest).order_by(ModelEntry.id)).first()
+
+    def find_run(self, cache_key: str) -> tuple[Run, list[ModelEntry]] | None:
+        """The newest successful run with this cache key whose outputs still exist."""
+        with self._read() as s:
+            runs = s.exec(select(Run).where(Run.cache_key == cache_key, Run.status == "ok").order_by(col(Run.id).desc())).all()
+            for r in runs:
+                outs = [s.get(ModelEntry, o["id"]) for o in (r.outputs or [])]
+                if outs and all(o is not None for o in outs):
+                    return r, outs
+        return None
+
+    # ----- listing and details --------------------------------------------------------
+    def ls(self, family: str | None = None, tag: str | None = None, name: str | None = None) -> list[dict]:
+        """All matching models as JSON-ready dicts (one query for rows, one for tags)."""
+        cols = [ModelEntry.id, ModelEntry.name, ModelEntry.version, ModelEntry.family, ModelEntry.architecture,
+                ModelEntry.num_params, ModelEntry.dtype, ModelEntry.bytes, ModelEntry.location,
+                ModelEntry.metrics, ModelEntry.created_at]
+        q = select(*cols)
+        if family:
+            q = q.where(ModelEntry.family == family)
+        if name:
+            q = q.where(col(ModelEntry.name).like(name.replace("*", "%")))
+        if tag:
+            q = q.where(col(ModelEntry.id).in_(select(ModelTag.model_id).where(ModelTag.tag == tag)))
+        q = q.order_by(ModelEntry.name, ModelEntry.version)
+        with self._read() as s:
+            rows = s.exec(q).all()
+            tags: dict[int, list[str]] = {}
+            for mid, t in s.exec(select(ModelTag.model_id, ModelTag.tag)).all():
+                tags.setdefault(mid, []).append(t)
+        return [model_row(r, tags.get(r.id, [])) for r in rows]
+
+    def count(self) -> int:
+        with self._read() as s:
+            return s.exec(select(func.count()).select_from(ModelEntry)).one()
+
+    def tags_of(self, ref: str | int | ModelEntry) -> list[str]:
+        entry = self.get(ref)
+        with self._read() as s:
+            return sorted(s.exec(select(ModelTag.tag).where(ModelTag.model_id == entry.id)).all())
+
+    def files_of(self, ref: str | int | ModelEntry) -> list[ModelFile]:
+        entry = self.get(ref)
+        with self._read() as s:
+            return list(s.exec(select(ModelFile).where(ModelFile.model_id == entry.id).order_by(ModelFile.id)).all())
+
+    def parents(self, ref: str | int | ModelEntry) -> list[tuple[LineageEdge, ModelEntry]]:
+        entry = self.get(ref)
+        with self._read() as s:
+            rows = s.exec(select(LineageEdge, ModelEntry).join(ModelEntry, ModelEntry.id == LineageEdge.parent_id)
+                          .where(LineageEdge.child_id == entry.id).order_by(LineageEdge.id)).all()
+        return [(e, m) for e, m in rows]
+
+    def children(self, ref: str | int | ModelEntry) -> list[tuple[LineageEdge, ModelEntry]]:
+        entry = self.get(ref)
+        with self._read() as s:
+            rows = s.exec(select(LineageEdge, ModelEntry).join(ModelEntry, ModelEntry.id == LineageEdge.child_id)
+                          .where(LineageEdge.parent_id == entry.id).order_by(LineageEdge.id)).all()
+        return [(e, m) for e, m in rows]
+
+    def producing_run(self, ref: str | int | ModelEntry) -> Run | None:
+        entry = self.get(ref)
+        with self._read() as s:
+            return s.exec(select(Run).join(LineageEdge, LineageEdge.run_id == Run.id)
+                          .where(LineageEdge.child_id == entry.id)).first()
+
+    def show(self, ref: str | int | ModelEntry) -> dict:
+        """Everything about one model: the `zoo show --json` schema."""
+        entry = self.get(ref)
+        row = model_row(entry, self.tags_of(entry))
+        run = self.producing_run(entry)
+        row.update(
+            path=entry.path,
+            owned=entry.owned,
+            digest=entry.digest,
+            files=[file_row(f) for f in self.files_of(entry)],
+            config=entry.config,
+            card=entry.card or {},
+            parents=[edge_row(e, m, "parent") for e, m in self.parents(entry)],
+            children=[edge_row(e, m, "child") for e, m in self.children(entry)],
+            run=run_row(run) if run else None,
+        )
+        return row
+
+    # ----- provenance queries ----------------------------------------------------------
+    def ancestors(self, ref: str | int | ModelEntry) -> list[ModelEntry]:
+        return self._walk(self.get(ref).id, up=True)
+
+    def descendants(self, ref: str | int | ModelEntry) -> list[ModelEntry]:
+        return self._walk(self.get(ref).id, up=False)
+
+    def _walk(self, start: int, up: bool) -> list[ModelEntry]:
+        """Transitive parents (up) or children, by a recursive SQL query (any database)."""
+        near, far = ("parent_id", "child_id") if up else ("child_id", "parent_id")
+        sql = text(
+            f"WITH RECURSIVE walk(id) AS ("
+            f" SELECT {near} FROM lineage WHERE {far} = :start"
+            f" UNION SELECT l.{near} FROM lineage l JOIN walk w ON l.{far} = w.id"
+            f") SELECT id FROM walk"
+        )
+        with self._read() as s:
+            ids = [r[0] for r in s.connection().execute(sql, {"start": start})]
+            if not ids:
+                return []
+            return list(s.exec(select(ModelEntry).where(col(ModelEntry.id).in_(ids)).order_by(ModelEntry.id)).all())
+
+    def edges_among(self, ids: Iterable[int]) -> list[tuple[LineageEdge, Run | None]]:
+        ids = list(ids)
+        with self._read() as s:
+            rows = s.exec(
+                select(LineageEdge, Run).join(Run, Run.id == LineageEdge.run_id, isouter=True)
+                .where(col(LineageEdge.child_id).in_(ids), col(LineageEdge.parent_id).in_(ids))
+                .order_by(LineageEdge.id)
+            ).all()
+        return [(e, r) for e, r in rows]
+
+    def runs(self, limit: int | None = None) -> list[Run]:
+        with self._read() as s:
+            q = select(Run).order_by(col(Run.id).desc())
+            if limit:
+                q = q.limit(limit)
+            return list(s.exec(q).all())
+
+    # ----- changing entries ------------------------------------------------------------
+    def tag(self, ref: str | int | ModelEntry, add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[str]:
+        entry = self.get(ref)
+        with self._write() as s:
+            have = set(s.exec(select(ModelTag.tag).where(ModelTag.model_id == entry.id)).all())
+            for t in set(add) - have:
+                _check_tag(t)
+                s.add(ModelTag(model_id=entry.id, tag=t))
+            for t in set(remove) & have:
+                s.delete(s.get(ModelTag, (entry.id, t)))
+            s.commit()
+        return self.tags_of(entry)
+
+    def set_metrics(self, ref: str | int | ModelEntry, metrics: dict, replace: bool = False) -> dict:
+        """Merge (or replace) free-form JSON metrics on an entry."""
+        entry = self.get(ref)
+        with self._write() as s:
+            row = s.get(ModelEntry, entry.id)
+            row.metrics = dict(metrics) if replace else {**(row.metrics or {}), **metrics}
+            s.add(row)
+            s.commit()
+            return row.metrics
+
+    def set_card(self, ref: str | int | ModelEntry, card: dict) -> None:
+        entry = self.get(ref)
+        with self._write() as s:
+            row = s.get(ModelEntry, entry.id)
+            row.card = {**(row.card or {}), **card}
+            s.add(row)
+            s.commit()
+
+    def remove(self, ref: str | int | ModelEntry, force: bool = False, keep_files: bool = False) -> ModelEntry:
+        """Delete an entry (and its store files). Refuses, unless forced, when other models
+        descend from it, since their lineage would lose a parent."""
+        entry = self.get(ref)
+        kids = self.children(entry)
+        if kids and not force:
+            names = ", ".join(m.ref for _, m in kids[:3]) + (" ..." if len(kids) > 3 else "")
+            raise RefusedError(
+                f"{entry.ref} has {len(kids)} child model(s) ({names}); removing it cuts their lineage - use --force to do it anyway"
+            )
+        with self._write() as s:
+            s.delete(s.get(ModelEntry, entry.id))
+            s.commit()
+        if entry.owned and not keep_files and entry.path:
+            target = Path(entry.path)
+            target = target.parent if target.is_file() else target
+            if target.is_relative_to(self.store):
+                shutil.rmtree(target, ignore_errors=True)
+        return entry
+
+    def verify(self, ref: str | int | ModelEntry | None = None, progress: Progress | None = None) -> list[VerifyResult]:
+        """Re-hash files; report missing, resized or changed ones."""
+        entries = [self.get(ref)] if ref is not None else self._all_entries()
+        out = []
+        for entry in entries:
+            res = VerifyResult(entry.ref)
+            if not entry.path:
+                res.problems.append(f"no local files ({entry.location})")
+                out.append(res)
+                continue
+            root = Path(entry.path)
+            root = root.parent if root.suffix == ".safetensors" else root
+            for f in self.files_of(entry):
+                p = root / f.path
+                if not p.is_file():
+                    res.problems.append(f"missing {p}")
+                elif p.stat().st_size != f.size:
+                    res.problems.append(f"changed {p} (size {p.stat().st_size}, catalogued {f.size})")
+                elif sha256_file(p, progress) != f.sha256:
+                    res.problems.append(f"changed {p} (sha256 differs)")
+            out.append(res)
+        return out
+
+    def _all_entries(self) -> list[ModelEntry]:
+        with self._read() as s:
+            return list(s.exec(select(ModelEntry).order_by(ModelEntry.name, ModelEntry.version)).all())
+
+    def export(self, ref: str | int | ModelEntry, target: str | os.PathLike, progress: Progress | None = None) -> Path:
+        """Copy an entry's files to a new folder, checking each digest while copying."""
+        entry = self.get(ref)
+        ckpt = self.open(entry)
+        catalogued = {f.path: f.sha256 for f in self.files_of(entry)}
+        written = copy_files(ckpt.root, list(catalogued), Path(target), progress)
+        bad = [f.path for f in written.files if catalogued[f.path] != f.sha256]
+        if bad:
+            shutil.rmtree(written.path, ignore_errors=True)
+            raise ZooError(f"{entry.ref}: {bad[0]} changed since it was catalogued (run `zoo verify`); nothing exported")
+        return written.path
+
+
+def _default_name(ckpt: Checkpoint) -> str:
+    stem = ckpt.path.stem if ckpt.single_file else ckpt.root.name
+    return re.sub(r"[^A-Za-z0-9._\-]+", "-", stem).strip("-.") or "model"
+
+
+def _check_name(name: str) -> str:
+    if not NAME_OK.match(name) or "@" in name or ".." in name:
+        raise ZooError(f"invalid model name {name!r} (letters, digits, '.', '_', '-', '/'; no '@')")
+    return name
+
+
+def _check_tag(tag: str) -> None:
+    if not tag or len(tag) > 100 or any(c.isspace() for c in tag):
+        raise ZooError(f"invalid tag {tag!r} (non-empty, no spaces)")
+
+
+def _convert_pickled(ckpt: Checkpoint, target: Path) -> WrittenCheckpoint:
+    """Legacy .bin/.pt weights -> a safetensors folder with the same side files."""
+    from ..checkpoint import WEIGHT_INDEXES
+
+    tensors = {n: ckpt.get(n) for n in ckpt.names()}
+    side = {rel: ckpt.root / rel for rel in ckpt.side_files if rel not in WEIGHT_INDEXES}
+    meta = {"converted_from": ckpt.weight_files}
+    return save_tensors(target, tensors, metadata=meta, side_files=side)

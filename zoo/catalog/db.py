@@ -1,0 +1,105 @@
+"""Opening the catalog database: URL resolution, SQLite pragmas, write transactions.
+
+SQLite runs in WAL mode with a busy timeout, and write transactions start with
+BEGIN IMMEDIATE so that concurrent writers queue for the lock instead of failing with
+"database is locked" when a read transaction tries to upgrade.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlmodel import SQLModel, create_engine, select
+from sqlmodel import Session
+
+from ..errors import CatalogError
+from . import tables
+from .tables import SCHEMA_VERSION, Meta
+
+DEFAULT_CATALOG = "catalog.db"
+BUSY_TIMEOUT_S = 60
+
+
+def resolve_url(target: str | os.PathLike | None) -> str:
+    """A path or SQLAlchemy URL; None means $ZOO_CATALOG, else ./catalog.db."""
+    target = target if target is not None else os.environ.get("ZOO_CATALOG") or DEFAULT_CATALOG
+    text = str(target)
+    if "://" in text:
+        try:
+            make_url(text)
+        except ArgumentError:
+            raise CatalogError(f"cannot read catalog URL {text!r}") from None
+        return text
+    return f"sqlite:///{Path(text).expanduser().absolute()}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def make_engine(url: str) -> Engine:
+    path = sqlite_path(url)
+    if path is None:
+        try:
+            return create_engine(url, pool_pre_ping=True)
+        except Exception as e:  # missing driver, bad URL parts
+            raise CatalogError(f"cannot open catalog {url!r}: {e}") from None
+    if path.exists() and path.is_dir():
+        raise CatalogError(f"catalog {path} is a folder, not a database file")
+    if not path.parent.exists():
+        raise CatalogError(f"catalog folder {path.parent} does not exist")
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        immediate = conn.get_execution_options().get("zoo_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def init_schema(engine: Engine, url: str) -> None:
+    """Create the tables if needed; refuse files that are not (weightzoo) databases."""
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in _tables()])
+        with Session(engine.execution_options(zoo_write=True)) as s:
+            if s.get(Meta, "schema_version") is None:
+                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                s.commit()
+    except DatabaseError as e:
+        msg = str(e.orig) if getattr(e, "orig", None) else str(e)
+        path = sqlite_path(url)
+        where = path if path else url
+        if "not a database" in msg or "file is encrypted" in msg:
+            raise CatalogError(f"{where} is not a catalog database (it is some other file); pass another --catalog") from None
+        if isinstance(e, OperationalError) and "unable to open" in msg:
+            raise CatalogError(f"cannot open catalog {where}: {msg}") from None
+        raise CatalogError(f"cannot use catalog {where}: {msg.splitlines()[0]}") from None
+
+
+def _tables():
+    return [tables.ModelEntry, tables.ModelFile, tables.ModelTag, tables.Run, tables.LineageEdge, tables.Meta]
+
+
+def schema_version(engine: Engine) -> int:
+    with Session(engine) as s:
+        row = s.exec(select(Meta).where(Meta.key == "schema_version")).first()
+        return int(row.value) if row else 0

@@ -1,0 +1,132 @@
+"""The provenance graph of a model (networkx): its ancestors and descendants, the recipe
+of runs that produced it, and pictures of the family tree (terminal tree, DOT, PNG)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+
+from .catalog import Catalog, ModelEntry
+
+
+def lineage_graph(catalog: Catalog, ref: str | int | ModelEntry, up: bool = True, down: bool = True) -> nx.DiGraph:
+    """Nodes are model ids (attrs: ref, family, params, focus); edges parent -> child
+    (attrs: role, weight, run_id, operator)."""
+    entry = catalog.get(ref)
+    members = {entry.id: entry}
+    if up:
+        members.update({m.id: m for m in catalog.ancestors(entry)})
+    if down:
+        members.update({m.id: m for m in catalog.descendants(entry)})
+    g = nx.DiGraph()
+    for m in members.values():
+        g.add_node(m.id, ref=m.ref, family=m.family, params=m.num_params, focus=m.id == entry.id)
+    for e, run in catalog.edges_among(members):
+        g.add_edge(e.parent_id, e.child_id, role=e.role, weight=e.weight, run_id=e.run_id,
+                   operator=run.operator if run else None)
+    return g
+
+
+def recipe(catalog: Catalog, ref: str | int | ModelEntry) -> list[dict]:
+    """The runs that made `ref` and its ancestors, oldest first: enough to reproduce it."""
+    from .catalog.records import run_row
+
+    g = lineage_graph(catalog, ref, up=True, down=False)
+    run_ids = []
+    for node in nx.topological_sort(g):
+        for _, _, data in g.in_edges(node, data=True):
+            if data["run_id"] is not None and data["run_id"] not in run_ids:
+                run_ids.append(data["run_id"])
+    runs = {r.id: r for r in catalog.runs() if r.id in set(run_ids)}
+    return [run_row(runs[i]) for i in run_ids if i in runs]
+
+
+def _edge_label(data: dict) -> str:
+    parts = [data["role"]]
+    if data.get("weight") is not None:
+        parts.append(f"w={data['weight']:g}")
+    if data.get("operator"):
+        parts.append(data["operator"])
+    return " ".join(parts)
+
+
+def render_tree(g: nx.DiGraph, focus: int):
+    """A rich Tree: the model, its ancestry (parents nested under children) and its
+    descendants."""
+    from rich.tree import Tree
+
+    root = Tree(f"[bold]{g.nodes[focus]['ref']}[/bold]")
+    if g.in_degree(focus):
+        up = root.add("[dim]made from[/dim]")
+        _grow(g, focus, up, parents=True, seen=set())
+    if g.out_degree(focus):
+        down = root.add("[dim]used by[/dim]")
+        _grow(g, focus, down, parents=False, seen=set())
+    return root
+
+
+def _grow(g: nx.DiGraph, node: int, branch, parents: bool, seen: set) -> None:
+    edges = g.in_edges(node, data=True) if parents else g.out_edges(node, data=True)
+    for u, v, data in edges:
+        other = u if parents else v
+        label = f"{g.nodes[other]['ref']}  [dim]({_edge_label(data)})[/dim]"
+        if other in seen:
+            branch.add(label + " [dim]…[/dim]")
+            continue
+        seen.add(other)
+        _grow(g, other, branch.add(label), parents, seen)
+
+
+def to_dot(g: nx.DiGraph) -> str:
+    """Graphviz DOT text, parents above children."""
+    def q(s: str) -> str:
+        return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["digraph lineage {", "  rankdir=TB;", "  node [shape=box, style=rounded];"]
+    for n, d in g.nodes(data=True):
+        extra = ", style=\"rounded,bold\"" if d.get("focus") else ""
+        fam = f"\\n{d['family']}" if d.get("family") else ""
+        lines.append(f"  m{n} [label={q(d['ref'])[:-1]}{fam}\"{extra}];")
+    for u, v, d in g.edges(data=True):
+        lines.append(f"  m{u} -> m{v} [label={q(_edge_label(d))}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def to_png(g: nx.DiGraph, path: str | Path) -> Path:
+    """Draw the family tree with matplotlib: generations as rows, parents on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depth: dict[int, int] = {}
+    for n in nx.topological_sort(g):
+        depth[n] = max((depth[p] + 1 for p in g.predecessors(n)), default=0)
+    rows: dict[int, list[int]] = {}
+    for n, d in depth.items():
+        rows.setdefault(d, []).append(n)
+    pos = {}
+    for d, nodes in rows.items():
+        for i, n in enumerate(sorted(nodes)):
+            pos[n] = ((i + 1) / (len(nodes) + 1), -d)
+    width = max(6.0, 2.2 * max(len(v) for v in rows.values()))
+    fig, ax = plt.subplots(figsize=(width, 1.6 * (len(rows) + 1)))
+    for u, v, data in g.edges(data=True):
+        (x0, y0), (x1, y1) = pos[u], pos[v]
+        ax.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18),
+                    arrowprops=dict(arrowstyle="->", color="#555"))
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2, _edge_label(data), fontsize=7, color="#333",
+                ha="center", va="center", bbox=dict(fc="white", ec="none", alpha=0.8))
+    for n, (x, y) in pos.items():
+        d = g.nodes[n]
+        ax.text(x, y, d["ref"] + (f"\n{d['family']}" if d.get("family") else ""), ha="center", va="center",
+                fontsize=9, fontweight="bold" if d.get("focus") else "normal",
+                bbox=dict(boxstyle="round", fc="#dbe9f6" if d.get("focus") else "#f2f2f2", ec="#336"))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-max(rows) - 0.6, 0.6)
+    ax.axis("off")
+    path = Path(path)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
