@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn user errors into one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="zoo", standalone_mode=False)
-        return 0
+        rc = app(args=argv, prog_name="zoo", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0  # click returns Exit codes in this mode
     except ZooError as e:
         if _wants_debug(argv):
             raise

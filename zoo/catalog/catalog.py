@@ -187,12 +187,12 @@ class Catalog:
     ) -> ModelEntry:
         """Register an operator's output (written with `incoming_path()` as its target):
         the model, its files, the run and the lineage edges in one transaction."""
-        name = _check_name(name)
-        parent_ids = self._parent_ids(inputs)
-        ckpt = Checkpoint.open(written.path)
-        files = [(f.path, f.size, f.sha256) for f in written.files]
-        digest = combined_digest((rel, sha) for rel, _, sha in files)
         try:
+            name = _check_name(name)
+            parent_ids = self._parent_ids(inputs)
+            ckpt = Checkpoint.open(written.path)
+            files = [(f.path, f.size, f.sha256) for f in written.files]
+            digest = combined_digest((rel, sha) for rel, _, sha in files)
             return self._insert(name, ckpt, files, digest, None, written.path, tags, parents=parent_ids,
                                 run=run, metrics=metrics)
         except BaseException:

@@ -1,0 +1,67 @@
+"""Shared fixtures: small real Hugging Face checkpoints built locally, and a fresh catalog."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def tiny_llama(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_vit(seed: int = 0):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=64, num_labels=10)
+    return ViTForImageClassification(cfg).eval()
+
+
+@pytest.fixture
+def llama_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "llama-tiny"
+    tiny_llama().save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def llama_sharded_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "llama-sharded"
+    tiny_llama(1).save_pretrained(path, max_shard_size="20KB")
+    return path
+
+
+@pytest.fixture
+def vit_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "vit-tiny"
+    tiny_vit().save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def catalog(tmp_path: Path):
+    from zoo import Catalog
+
+    return Catalog(tmp_path / "catalog.db", store=tmp_path / "store")
+
+
+def perturbed_copy(src: Path, dst: Path, delta: float = 0.01) -> Path:
+    """A 'fine-tune' of a checkpoint: same config, every float tensor shifted."""
+    from zoo import Checkpoint, save_tensors
+
+    ckpt = Checkpoint.open(src)
+    tensors = {n: ckpt.get(n).clone() + delta for n in ckpt.names()}
+    save_tensors(dst, tensors, config=ckpt.config)
+    return dst
