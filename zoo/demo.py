@@ -41,7 +41,8 @@ def _train(model, data: bytes, steps: int, seed: int, lr: float) -> float:
 
 def _register(cat: Catalog, model, name: str, run: RunRecord, parents: list[Parent], loss: float) -> ModelEntry:
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    written = save_tensors(cat.incoming_path(), state, config=model.config.to_dict(),
+    config = {**model.config.to_dict(), "architectures": [type(model).__name__]}
+    written = save_tensors(cat.incoming_path(), state, config=config,
                            metadata={"operator": run.operator, "params": run.params})
     return cat.register(written, name, run=run, inputs=parents, tags=["demo"], metrics={"pytext_train_loss": round(loss, 4)})
 

@@ -116,7 +116,8 @@ def to_png(g: nx.DiGraph, path: str | Path) -> Path:
         (x0, y0), (x1, y1) = pos[u], pos[v]
         ax.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18),
                     arrowprops=dict(arrowstyle="->", color="#555"))
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2, _edge_label(data), fontsize=7, color="#333",
+        lx, ly = x0 + 0.62 * (x1 - x0), y0 + 0.62 * (y1 - y0)  # nearer the child: siblings' labels part
+        ax.text(lx, ly, _edge_label(data).replace(" ", "\n", 1), fontsize=7, color="#333",
                 ha="center", va="center", bbox=dict(fc="white", ec="none", alpha=0.8))
     for n, (x, y) in pos.items():
         d = g.nodes[n]
