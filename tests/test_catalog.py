@@ -170,3 +170,16 @@ def test_concurrent_writers_do_not_fail(tmp_path, llama_dir):
         assert all(pool.map(_writer, [(db, str(tmp_path / "store"), f, 15) for f in folders]))
     cat = Catalog(db)
     assert sorted(r["version"] for r in cat.ls()) == [1, 2, 3, 4]  # versions never collide
+
+
+def test_readonly_sqlite_reader_matches_catalog(catalog, llama_dir, vit_dir):
+    """`zoo ls` reads an existing SQLite catalog without the ORM; it must agree exactly."""
+    from zoo.catalog.reader import ls_rows, open_sqlite_readonly
+
+    a = catalog.add(llama_dir, tags=["x", "base"]).entry
+    catalog.add(vit_dir)
+    catalog.set_metrics(a, {"acc": 0.5})
+    fast = open_sqlite_readonly(catalog.where)
+    for filters in ({}, {"tag": "x"}, {"family": "vit"}, {"name": "llama*"}):
+        assert ls_rows(fast, **filters) == catalog.ls(**filters)
+    assert open_sqlite_readonly(str(catalog.where) + ".missing") is None

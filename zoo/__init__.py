@@ -4,12 +4,34 @@
     cat = Catalog()                      # ./catalog.db, or $ZOO_CATALOG
     entry = cat.add("path/to/hf-folder").entry
     ckpt = cat.open(entry.ref)           # lazy, memory-mapped tensors
+
+Names are imported on first use, so `zoo` commands that need only part of the core
+(e.g. `zoo ls` on a SQLite catalog) start without loading the rest.
 """
-from .catalog import AddResult, Catalog, ModelEntry, Parent, RunRecord
-from .checkpoint import Checkpoint
-from .errors import ZooError
-from .writer import CheckpointWriter, TensorSpec, save_tensors
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["AddResult", "Catalog", "Checkpoint", "CheckpointWriter", "ModelEntry", "Parent", "RunRecord",
-           "TensorSpec", "ZooError", "save_tensors", "__version__"]
+
+_EXPORTS = {
+    "AddResult": "zoo.catalog", "Catalog": "zoo.catalog", "ModelEntry": "zoo.catalog", "Parent": "zoo.catalog",
+    "RunRecord": "zoo.catalog", "Checkpoint": "zoo.checkpoint", "ZooError": "zoo.errors",
+    "CheckpointWriter": "zoo.writer", "TensorSpec": "zoo.writer", "save_tensors": "zoo.writer",
+    "run_operator": "zoo.runner", "get_operator": "zoo.registry",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -37,6 +37,11 @@ def catalog():
     return _state["open"]
 
 
+def catalog_target() -> str | None:
+    """What the user named with --catalog / $ZOO_CATALOG (None: the default)."""
+    return _state["catalog"]
+
+
 def _version(value: bool) -> None:
     if value:
         from . import __version__

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .cli import app, catalog
+from .cli import app, catalog, catalog_target
 from .console import byte_progress, err, human_bytes, human_count, out, print_json
 from .errors import ZooError
 
@@ -75,7 +75,10 @@ def list_models(
     as_json: bool = typer.Option(False, "--json", help="JSON array, one object per model (see README for the schema)."),
 ) -> None:
     """List catalogued models."""
-    rows = catalog().ls(family=family, tag=tag, name=name)
+    from .catalog.reader import ls_rows, open_sqlite_readonly
+
+    fast = open_sqlite_readonly(catalog_target())  # an existing SQLite catalog: no ORM needed
+    rows = ls_rows(fast, family, tag, name) if fast else catalog().ls(family=family, tag=tag, name=name)
     if as_json:
         print_json(rows)
         return

@@ -22,9 +22,10 @@ from sqlmodel import Session, col, func, select
 from ..checkpoint import Checkpoint
 from ..detect import detect_family
 from ..errors import CatalogError, NotFoundError, RefusedError, ZooError
-from ..hashing import Progress, combined_digest, sha256_file
+from ..hashing import Progress, combined_digest, sha256_file, sha256_files
 from ..writer import WrittenCheckpoint, WrittenFile, atomic_folder, copy_files, save_tensors
 from .db import init_schema, make_engine, resolve_url, sqlite_path
+from .reader import ls_rows, walk_ids
 from .records import edge_row, file_row, model_row, run_row
 from .tables import LineageEdge, ModelEntry, ModelFile, ModelTag, Run, utcnow
 
@@ -158,10 +159,9 @@ class Catalog:
                 written = copy_files(ckpt.root, ckpt.files(), incoming, progress)
                 files = [(f.path, f.size, f.sha256) for f in written.files]
             else:
-                files = [
-                    (rel, (ckpt.root / rel).stat().st_size, sha256_file(ckpt.root / rel, progress))
-                    for rel in ckpt.files()
-                ]
+                paths = [ckpt.root / rel for rel in ckpt.files()]
+                digests = sha256_files(paths, progress)  # files hash in parallel threads
+                files = [(rel, p.stat().st_size, d) for rel, p, d in zip(ckpt.files(), paths, digests)]
             digest = combined_digest((rel, sha) for rel, _, sha in files)
             existing = self.find_digest(digest)
             if existing is not None:
@@ -207,13 +207,9 @@ class Catalog:
         self.store.mkdir(parents=True, exist_ok=True)
         return self.store / f".incoming-{uuid.uuid4().hex[:12]}"
 
-    def _parent_ids(self, parents: Sequence[Parent]) -> list[tuple[int, Parent, str]]:
-        out = []
+    def _parent_ids(self, parents: Sequence[Parent]) -> list[tuple[ModelEntry, Parent]]:
         with self._read() as s:
-            for p in parents:
-                e = self._resolve(s, p.ref)
-                out.append((e.id, p, e.digest))
-        return out
+            return [(self._resolve(s, p.ref), p) for p in parents]
 
     def _insert(
         self,
@@ -225,7 +221,7 @@ class Catalog:
         move_from: Path | None,
         tags: Iterable[str],
         *,
-        parents: list[tuple[int, Parent, str]] = (),
+        parents: list[tuple[ModelEntry, Parent]] = (),
         run: RunRecord | None = None,
         metrics: dict | None = None,
     ) -> ModelEntry:
@@ -261,16 +257,16 @@ class Catalog:
                     if run is not None:
                         row = Run(
                             operator=run.operator, operator_version=run.operator_version, params=run.params,
-                            inputs=[{"id": pid, "digest": pdig, "role": p.role, "weight": p.weight, "ref": str(p.ref)}
-                                    for pid, p, pdig in parents],
+                            inputs=[{"id": pe.id, "ref": pe.ref, "digest": pe.digest, "role": p.role, "weight": p.weight}
+                                    for pe, p in parents],
                             outputs=[{"id": entry.id, "ref": entry.ref, "digest": digest}],
                             cache_key=run.cache_key, seconds=run.seconds, timings=run.timings,
                         )
                         s.add(row)
                         s.flush()
                         run_id = row.id
-                    for pid, p, _ in parents:
-                        s.add(LineageEdge(parent_id=pid, child_id=entry.id, role=p.role, weight=p.weight, run_id=run_id))
+                    for pe, p in parents:
+                        s.add(LineageEdge(parent_id=pe.id, child_id=entry.id, role=p.role, weight=p.weight, run_id=run_id))
                     s.commit()
                     return entry
             except IntegrityError:
@@ -301,24 +297,9 @@ class Catalog:
 
     # ----- listing and details --------------------------------------------------------
     def ls(self, family: str | None = None, tag: str | None = None, name: str | None = None) -> list[dict]:
-        """All matching models as JSON-ready dicts (one query for rows, one for tags)."""
-        cols = [ModelEntry.id, ModelEntry.name, ModelEntry.version, ModelEntry.family, ModelEntry.architecture,
-                ModelEntry.num_params, ModelEntry.dtype, ModelEntry.bytes, ModelEntry.location,
-                ModelEntry.metrics, ModelEntry.created_at]
-        q = select(*cols)
-        if family:
-            q = q.where(ModelEntry.family == family)
-        if name:
-            q = q.where(col(ModelEntry.name).like(name.replace("*", "%")))
-        if tag:
-            q = q.where(col(ModelEntry.id).in_(select(ModelTag.model_id).where(ModelTag.tag == tag)))
-        q = q.order_by(ModelEntry.name, ModelEntry.version)
-        with self._read() as s:
-            rows = s.exec(q).all()
-            tags: dict[int, list[str]] = {}
-            for mid, t in s.exec(select(ModelTag.model_id, ModelTag.tag)).all():
-                tags.setdefault(mid, []).append(t)
-        return [model_row(r, tags.get(r.id, [])) for r in rows]
+        """All matching models as JSON-ready dicts (the `zoo ls --json` schema)."""
+        with self.engine.connect() as conn:
+            return ls_rows(_executor(conn), family=family, tag=tag, name=name)
 
     def count(self) -> int:
         with self._read() as s:
@@ -381,15 +362,8 @@ class Catalog:
 
     def _walk(self, start: int, up: bool) -> list[ModelEntry]:
         """Transitive parents (up) or children, by a recursive SQL query (any database)."""
-        near, far = ("parent_id", "child_id") if up else ("child_id", "parent_id")
-        sql = text(
-            f"WITH RECURSIVE walk(id) AS ("
-            f" SELECT {near} FROM lineage WHERE {far} = :start"
-            f" UNION SELECT l.{near} FROM lineage l JOIN walk w ON l.{far} = w.id"
-            f") SELECT id FROM walk"
-        )
         with self._read() as s:
-            ids = [r[0] for r in s.connection().execute(sql, {"start": start})]
+            ids = walk_ids(_executor(s.connection()), start, up)
             if not ids:
                 return []
             return list(s.exec(select(ModelEntry).where(col(ModelEntry.id).in_(ids)).order_by(ModelEntry.id)).all())
@@ -526,3 +500,8 @@ def _convert_pickled(ckpt: Checkpoint, target: Path) -> WrittenCheckpoint:
     side = {rel: ckpt.root / rel for rel in ckpt.side_files if rel not in WEIGHT_INDEXES}
     meta = {"converted_from": ckpt.weight_files}
     return save_tensors(target, tensors, metadata=meta, side_files=side)
+
+
+def _executor(conn):
+    """Run reader SQL (named :params) on a SQLAlchemy connection, returning tuples."""
+    return lambda sql, params: [tuple(r) for r in conn.execute(text(sql), params)]

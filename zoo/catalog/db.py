@@ -16,31 +16,21 @@ from sqlmodel import SQLModel, create_engine, select
 from sqlmodel import Session
 
 from ..errors import CatalogError
+from .location import resolve_url as _resolve, sqlite_path
 from . import tables
 from .tables import SCHEMA_VERSION, Meta
 
-DEFAULT_CATALOG = "catalog.db"
 BUSY_TIMEOUT_S = 60
 
 
 def resolve_url(target: str | os.PathLike | None) -> str:
-    """A path or SQLAlchemy URL; None means $ZOO_CATALOG, else ./catalog.db."""
-    target = target if target is not None else os.environ.get("ZOO_CATALOG") or DEFAULT_CATALOG
-    text = str(target)
-    if "://" in text:
-        try:
-            make_url(text)
-        except ArgumentError:
-            raise CatalogError(f"cannot read catalog URL {text!r}") from None
-        return text
-    return f"sqlite:///{Path(text).expanduser().absolute()}"
-
-
-def sqlite_path(url: str) -> Path | None:
-    u = make_url(url)
-    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
-        return None
-    return Path(u.database)
+    """Like location.resolve_url, and checks that a URL parses."""
+    url = _resolve(target)
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise CatalogError(f"cannot read catalog URL {url!r}") from None
+    return url
 
 
 def make_engine(url: str) -> Engine:

@@ -1,21 +1,14 @@
 """Plain, JSON-ready views of catalog rows: the stable `--json` schema."""
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from .reader import iso_time as _iso
 from .tables import LineageEdge, ModelEntry, ModelFile, Run
 
 # Keys of one `zoo ls --json` item, in order. Adding keys is allowed; renaming is not.
 LS_KEYS = ("id", "ref", "name", "version", "family", "architecture", "params", "dtype",
            "bytes", "location", "tags", "metrics", "created")
-
-
-def _iso(t: datetime | None) -> str | None:
-    """UTC, second precision, 'Z' suffix (databases may hand back naive UTC values)."""
-    if t is None:
-        return None
-    return t.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def model_row(m: Any, tags: list[str]) -> dict:

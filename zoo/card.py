@@ -1,0 +1,53 @@
+"""Model cards (README.md with YAML front matter) that carry a model's provenance, in the
+form the Hugging Face Hub reads (`base_model`, `base_model_relation`, tags)."""
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import yaml
+
+
+def hub_id(location: str, fallback: str) -> str:
+    """`hub:org/name@rev` -> `org/name`; anything else -> the catalog name."""
+    if location.startswith("hub:"):
+        return location[4:].split("@", 1)[0]
+    return fallback
+
+
+def model_card(name: str, operator: str, params: dict, parents: Sequence[dict], relation: str | None,
+               library: str | None = "transformers", summary: str = "") -> str:
+    """`parents`: [{ref, name, location, digest, role, weight}] as recorded for the run."""
+    front: dict = {}
+    if parents:
+        front["base_model"] = [hub_id(p.get("location", ""), p["name"]) for p in parents]
+    if relation:
+        front["base_model_relation"] = relation
+    if library:
+        front["library_name"] = library
+    front["tags"] = ["weightzoo", operator]
+    recipe = {
+        "operator": operator,
+        "params": params,
+        "inputs": [{k: p.get(k) for k in ("ref", "digest", "role", "weight")} for p in parents],
+    }
+    front["weightzoo"] = recipe
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# {name}", ""]
+    lines.append(summary or f"Made with weightzoo's `{operator}` operator.")
+    if parents:
+        lines += ["", "## Inputs", ""]
+        lines += [f"- `{p['ref']}` ({p.get('role')}"
+                  + (f", weight {p['weight']:g}" if p.get("weight") is not None else "") + ")" for p in parents]
+    lines += ["", "## Recipe", "", "```json", json.dumps(recipe, indent=2, sort_keys=True), "```", ""]
+    return "\n".join(lines)
+
+
+def read_card_recipe(text: str) -> dict | None:
+    """The `weightzoo` recipe from a card's front matter, if present."""
+    if not text.startswith("---"):
+        return None
+    try:
+        front = yaml.safe_load(text.split("---", 2)[1])
+    except yaml.YAMLError:
+        return None
+    return front.get("weightzoo") if isinstance(front, dict) else None

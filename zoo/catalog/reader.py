@@ -1,0 +1,91 @@
+"""Read-only catalog queries in portable SQL over any DB-API-style executor.
+
+The hot read paths (`zoo ls`, ancestor/descendant walks) are plain SQL returning tuples:
+going through the ORM costs an order of magnitude more per row. The same SQL runs through
+SQLAlchemy for any database, or, for an existing SQLite catalog, through the standard
+library alone so that read-only commands answer without importing SQLAlchemy.
+"""
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any, Callable
+
+import orjson
+
+from .location import resolve_url, sqlite_path
+
+Execute = Callable[[str, dict], list[tuple]]
+
+_LS_COLUMNS = "id, name, version, family, architecture, num_params, dtype, bytes, location, metrics, created_at"
+
+
+def iso_time(value: Any) -> str | None:
+    """UTC timestamp as 'YYYY-MM-DDTHH:MM:SSZ' from a datetime or SQLite's text form."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    text = str(value)
+    return f"{text[:10]}T{text[11:19]}Z"
+
+
+def _json(value: Any) -> Any:
+    if value is None or value == "null":
+        return None
+    return orjson.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _filters(family: str | None, tag: str | None, name: str | None) -> tuple[str, dict]:
+    clauses, params = [], {}
+    if family:
+        clauses.append("family = :family")
+        params["family"] = family
+    if name:
+        clauses.append("name LIKE :name")
+        params["name"] = name.replace("*", "%")
+    if tag:
+        clauses.append("id IN (SELECT model_id FROM model_tags WHERE tag = :tag)")
+        params["tag"] = tag
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def ls_rows(execute: Execute, family: str | None = None, tag: str | None = None, name: str | None = None) -> list[dict]:
+    """Models as `zoo ls --json` items (schema: records.LS_KEYS)."""
+    where, params = _filters(family, tag, name)
+    rows = execute(f"SELECT {_LS_COLUMNS} FROM models{where} ORDER BY name, version", params)
+    tag_sql = "SELECT model_id, tag FROM model_tags"
+    if where:
+        tag_sql += f" WHERE model_id IN (SELECT id FROM models{where})"
+    tags: dict[int, list[str]] = {}
+    for mid, t in execute(tag_sql + " ORDER BY tag", params):
+        tags.setdefault(mid, []).append(t)
+    return [
+        {"id": mid, "ref": f"{name_}@{version}", "name": name_, "version": version, "family": family_,
+         "architecture": arch, "params": nparams, "dtype": dtype, "bytes": nbytes, "location": location,
+         "tags": tags.get(mid, []), "metrics": _json(metrics) or {}, "created": iso_time(created)}
+        for mid, name_, version, family_, arch, nparams, dtype, nbytes, location, metrics, created in rows
+    ]
+
+
+def walk_ids(execute: Execute, start: int, up: bool) -> list[int]:
+    """Transitive parents (up) or children of a model, by one recursive query."""
+    near, far = ("parent_id", "child_id") if up else ("child_id", "parent_id")
+    sql = (f"WITH RECURSIVE walk(id) AS (SELECT {near} FROM lineage WHERE {far} = :start"
+           f" UNION SELECT l.{near} FROM lineage l JOIN walk w ON l.{far} = w.id) SELECT id FROM walk")
+    return [r[0] for r in execute(sql, {"start": start})]
+
+
+def open_sqlite_readonly(target: str | None) -> Execute | None:
+    """An executor on an existing SQLite catalog opened read-only with the standard
+    library, or None when the catalog is elsewhere, absent or not recognisable (callers
+    then go through `Catalog`, which also reports what is wrong)."""
+    path = sqlite_path(resolve_url(target))
+    if path is None or not path.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        con.execute("SELECT 1 FROM zoo_meta LIMIT 1").fetchall()
+    except sqlite3.Error:
+        return None
+    return lambda sql, params: con.execute(sql, params).fetchall()

@@ -1,0 +1,113 @@
+"""Run a registered operator: resolve inputs from the catalog, reuse a cached result when
+the same operator, params and input digests ran before, write to the store, and register
+the output with its run and lineage in one transaction."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .catalog import Catalog, ModelEntry, Parent, RunRecord
+from .card import model_card
+from .checkpoint import Checkpoint
+from .registry import Operator, OperatorParams, get_operator
+from .writer import CheckpointWriter, TensorSpec, WrittenCheckpoint
+
+
+@dataclass
+class OperatorCall:
+    """What an operator function receives."""
+
+    operator: Operator
+    catalog: Catalog
+    inputs: list[tuple[Parent, ModelEntry]]
+    params: OperatorParams
+    target: Path
+    out_name: str
+    progress: Callable[[int], None] | None = None
+    _open: dict[int, Checkpoint] = field(default_factory=dict)
+
+    def checkpoint(self, i: int) -> Checkpoint:
+        if i not in self._open:
+            self._open[i] = self.catalog.open(self.inputs[i][1])
+        return self._open[i]
+
+    def card(self) -> str:
+        params = self.params.model_dump(mode="json")
+        return model_card(self.out_name, self.operator.name, params, _parent_rows(self.inputs), self.operator.relation)
+
+    def writer(self, specs: Sequence[TensorSpec], **kwargs: Any) -> CheckpointWriter:
+        """A writer to `target` that also writes the model card and provenance metadata."""
+        extra = {"README.md": self.card(), **kwargs.pop("extra_files", {})}
+        meta = {"operator": self.operator.name, "version": self.operator.version,
+                "params": self.params.model_dump(mode="json"),
+                "inputs": [{"ref": e.ref, "digest": e.digest, "role": p.role} for p, e in self.inputs]}
+        return CheckpointWriter(self.target, specs, extra_files=extra, metadata=meta, **kwargs)
+
+
+@dataclass
+class OperatorOutput:
+    written: WrittenCheckpoint
+    metrics: dict | None = None
+
+
+@dataclass
+class RunResult:
+    entry: ModelEntry
+    reused: bool
+    seconds: float
+
+
+def _parent_rows(inputs: list[tuple[Parent, ModelEntry]]) -> list[dict]:
+    return [{"ref": e.ref, "name": e.name, "location": e.location, "digest": e.digest, "role": p.role,
+             "weight": p.weight} for p, e in inputs]
+
+
+def cache_key(op: Operator, params: OperatorParams, inputs: list[tuple[Parent, ModelEntry]]) -> str:
+    """Same operator, version, params and input digests (with roles/weights) -> same key."""
+    doc = {
+        "operator": op.name,
+        "version": op.version,
+        "params": params.model_dump(mode="json"),
+        "inputs": [[e.digest, p.role, p.weight] for p, e in inputs],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def run_operator(
+    catalog: Catalog,
+    name: str,
+    inputs: Sequence[Parent],
+    params: dict | OperatorParams | None = None,
+    out_name: str | None = None,
+    *,
+    tags: Sequence[str] = (),
+    reuse: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    op = get_operator(name)
+    p = params if isinstance(params, op.params) else op.validate(params if isinstance(params, dict) else None)
+    resolved = [(parent, catalog.get(parent.ref)) for parent in inputs]
+    key = cache_key(op, p, resolved)
+    if reuse:
+        hit = catalog.find_run(key)
+        if hit is not None:
+            return RunResult(hit[1][0], reused=True, seconds=0.0)
+    out_name = out_name or f"{op.name.replace('.', '-')}-{key[:8]}"
+    target = catalog.incoming_path()
+    call = OperatorCall(op, catalog, resolved, p, target, out_name, progress)
+    t0 = time.perf_counter()
+    try:
+        output: OperatorOutput = op.fn(call)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - t0
+    run = RunRecord(op.name, op.version, p.model_dump(mode="json"), cache_key=key, seconds=seconds)
+    entry = catalog.register(output.written, out_name, run=run, inputs=[parent for parent, _ in resolved],
+                             tags=tags, metrics=output.metrics)
+    return RunResult(entry, reused=False, seconds=seconds)
