@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -47,6 +48,7 @@ class Checkpoint:
         self.single_file = single_file
         self._pickled = pickled  # tensors loaded from a legacy .bin/.pt, to be converted
         self._maps: dict[str, mmap.mmap] = {}
+        self._fds: dict[str, int] = {}
 
     # ----- opening -------------------------------------------------------------------
     @classmethod
@@ -189,6 +191,49 @@ class Checkpoint:
         else:
             flat = torch.frombuffer(buf, dtype=dtype, count=info.numel, offset=info.start)
         return flat.view(info.shape)
+
+    def read(self, name: str, start: int = 0, count: int | None = None) -> "torch.Tensor":
+        """Elements [start, start+count) of a tensor's flattened data, read with pread into a
+        fresh buffer: unlike `get`, nothing stays mapped, so streaming a model over many
+        tensors keeps resident memory at the size of the buffers in use."""
+        import torch
+
+        info = self.info(name)
+        count = info.numel - start if count is None else count
+        if self._pickled is not None:
+            return self._pickled[name].reshape(-1)[start : start + count].clone()
+        dtype = getattr(torch, info.dtype)
+        out = torch.empty(count, dtype=dtype)
+        if count == 0:
+            return out
+        raw = out.view(torch.uint8).numpy()
+        itemsize = out.element_size()
+        fd = self._fd(info.file)
+        offset, view = info.start + start * itemsize, memoryview(raw)
+        while len(view):
+            n = os.preadv(fd, [view], offset)
+            if n <= 0:
+                raise CorruptCheckpointError(f"{self.root / info.file}: unexpected end of file reading {name!r}")
+            view, offset = view[n:], offset + n
+        return out
+
+    def _fd(self, rel: str) -> int:
+        fd = self._fds.get(rel)
+        if fd is None:
+            fd = os.open(self.root / rel, os.O_RDONLY)
+            self._fds[rel] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def iter_tensors(self) -> Iterator[tuple[str, "torch.Tensor"]]:
         for name in self.tensors:

@@ -10,6 +10,7 @@ import typer
 
 from .cli import app, catalog, catalog_target
 from .console import byte_progress, err, human_bytes, human_count, out, print_json
+from .console import out as out_console
 from .errors import ZooError
 
 
@@ -335,3 +336,43 @@ def demo(steps: int = typer.Option(60, "--steps", help="Training steps per model
     list_models(family=None, tag="demo", name=None, as_json=False)
     out.print()
     lineage(made[0].ref, fmt="tree", output=None, show_recipe=False)
+
+
+@app.command()
+def merge(
+    config: Optional[Path] = typer.Argument(None, help="A mergekit YAML file (merge_method, base_model, models, parameters, dtype, out_dtype)."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="linear, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, slerp, model_stock, widen."),
+    base: Optional[str] = typer.Option(None, "--base", "-b", help="Base model (catalog ref or path)."),
+    model: List[str] = typer.Option([], "--model", help="Model to merge (repeatable; ref or path)."),
+    weight: List[float] = typer.Option([], "--weight", "-w", help="Weight per --model, in order."),
+    set_: List[str] = typer.Option([], "--set", help="Method parameter KEY=VALUE, e.g. density=0.5, lambda=0.8, t=0.3 (repeatable)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype, as mergekit's dtype (math is float32)."),
+    out_dtype: Optional[str] = typer.Option(None, "--out-dtype", help="Output dtype [default: the inputs']."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name of the result [default: merge-METHOD-HASH]."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    seed: int = typer.Option(0, "--seed", help="Seed for DARE's random drop."),
+    workers: int = typer.Option(2, "--workers", help="Tensors merged in parallel."),
+    tag: List[str] = typer.Option([], "--tag", "-t", help="Tag for the result (repeatable)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Merge again even if the same merge was recorded."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result entry as JSON."),
+) -> None:
+    """Merge models into a new catalog entry (mergekit YAML, or flags).
+
+    Examples: zoo merge ties.yaml --out my-merge
+              zoo merge --method ties --base llama --model ft-a --model ft-b -w 0.5 -w 0.5 --set density=0.5
+    """
+    from .console import item_progress
+    from .registry import load_frontend
+
+    cat = catalog()
+    result = load_frontend("merge").merge_command(
+        cat, str(config) if config else None, method, base, model, weight, set_, dtype=dtype, out_dtype=out_dtype,
+        out=out, device=device, seed=seed, workers=workers, reuse=not no_cache, tags=tag, progress_factory=item_progress)
+    e = result.entry
+    if as_json:
+        print_json({**cat.show(e), "reused": result.reused, "seconds": result.seconds})
+        return
+    if result.reused:
+        out_console.print(f"reused {e.ref}: the same merge of the same inputs was already recorded (--no-cache to redo)")
+    else:
+        out_console.print(f"merged [bold]{e.ref}[/bold] in {result.seconds:.2f} s  ({human_count(e.num_params)} params, {e.dtype}, {human_bytes(e.bytes)})")

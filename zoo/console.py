@@ -53,12 +53,24 @@ def byte_progress(description: str, total: int) -> Iterator[Callable[[int], None
         yield lambda n: progress.advance(task, n)
 
 
+class ItemProgress:
+    """Callable progress handle: `advance(n=1)`; `set_total(n)` once the work is known."""
+
+    def __init__(self, progress, task) -> None:
+        self._progress, self._task = progress, task
+
+    def __call__(self, n: int = 1) -> None:
+        self._progress.advance(self._task, n)
+
+    def set_total(self, total: int) -> None:
+        self._progress.update(self._task, total=total)
+
+
 @contextmanager
-def item_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+def item_progress(description: str, total: int | None = None) -> Iterator[ItemProgress]:
     """A transient progress bar on stderr counting items (tensors, steps)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+        yield ItemProgress(progress, progress.add_task(description, total=total))

@@ -80,3 +80,8 @@ def all_operators() -> dict[str, Operator]:
         except ImportError:  # an optional package missing its extras
             continue
     return dict(_OPERATORS)
+
+
+def load_frontend(prefix: str):
+    """The command-line front end module of the package owning `prefix` (e.g. merging.frontend)."""
+    return importlib.import_module(f"{PACKAGES[prefix]}.frontend")

@@ -29,6 +29,7 @@ class OperatorCall:
     target: Path
     out_name: str
     progress: Callable[[int], None] | None = None
+    options: dict = field(default_factory=dict)  # how to run (device, workers): not part of the cache key
     _open: dict[int, Checkpoint] = field(default_factory=dict)
 
     def checkpoint(self, i: int) -> Checkpoint:
@@ -53,6 +54,7 @@ class OperatorCall:
 class OperatorOutput:
     written: WrittenCheckpoint
     metrics: dict | None = None
+    notes: dict | None = None  # decisions worth recording with the run (e.g. tensors copied as-is)
 
 
 @dataclass
@@ -88,6 +90,7 @@ def run_operator(
     tags: Sequence[str] = (),
     reuse: bool = True,
     progress: Callable[[int], None] | None = None,
+    options: dict | None = None,
 ) -> RunResult:
     op = get_operator(name)
     p = params if isinstance(params, op.params) else op.validate(params if isinstance(params, dict) else None)
@@ -99,7 +102,7 @@ def run_operator(
             return RunResult(hit[1][0], reused=True, seconds=0.0)
     out_name = out_name or f"{op.name.replace('.', '-')}-{key[:8]}"
     target = catalog.incoming_path()
-    call = OperatorCall(op, catalog, resolved, p, target, out_name, progress)
+    call = OperatorCall(op, catalog, resolved, p, target, out_name, progress, dict(options or {}))
     t0 = time.perf_counter()
     try:
         output: OperatorOutput = op.fn(call)
@@ -107,7 +110,8 @@ def run_operator(
         shutil.rmtree(target, ignore_errors=True)
         raise
     seconds = time.perf_counter() - t0
-    run = RunRecord(op.name, op.version, p.model_dump(mode="json"), cache_key=key, seconds=seconds)
+    run = RunRecord(op.name, op.version, p.model_dump(mode="json"), cache_key=key, seconds=seconds,
+                    timings={"notes": output.notes} if output.notes else None)
     entry = catalog.register(output.written, out_name, run=run, inputs=[parent for parent, _ in resolved],
                              tags=tags, metrics=output.metrics)
     return RunResult(entry, reused=False, seconds=seconds)

@@ -205,6 +205,7 @@ class CheckpointWriter:
         self.result: WrittenCheckpoint | None = None
         self._lock = threading.Lock()
         self._written: set[str] = set()
+        self._bytes: dict[str, int] = {}
         self._where: dict[str, _Shard] = {}
 
     def __enter__(self) -> "CheckpointWriter":
@@ -223,29 +224,45 @@ class CheckpointWriter:
         return self
 
     def write(self, name: str, tensor: "torch.Tensor") -> None:
-        """Write one tensor to its place (cast to the planned dtype). Thread-safe."""
-        import torch
-
-        spec = self.specs.get(name)
-        if spec is None:
-            raise MismatchError(f"{self.target}: tensor {name!r} is not in the planned layout")
+        """Write one whole tensor to its place (cast to the planned dtype). Thread-safe."""
+        spec = self._spec(name)
         if tuple(tensor.shape) != spec.shape:
             raise MismatchError(
                 f"{self.target}: tensor {name!r} has shape {list(tensor.shape)}, planned {list(spec.shape)}"
             )
-        t = tensor.detach().to(device="cpu", dtype=getattr(torch, spec.dtype)).contiguous()
+        self.write_slice(name, 0, tensor.reshape(-1))
+
+    def write_slice(self, name: str, start: int, flat: "torch.Tensor") -> None:
+        """Write elements [start, start+len) of a tensor's flattened data, so producers can
+        stream a large tensor in chunks. The tensor counts as written once every element is."""
+        import torch
+
+        spec = self._spec(name)
+        t = flat.detach().reshape(-1).to(device="cpu", dtype=getattr(torch, spec.dtype)).contiguous()
+        itemsize = t.element_size()
+        end = (start + t.numel()) * itemsize
+        if start < 0 or end > spec.nbytes:
+            raise MismatchError(f"{self.target}: slice [{start}, {start + t.numel()}) is outside tensor {name!r}")
         shard = self._where[name]
-        if spec.nbytes:
-            data = t.reshape(-1).view(torch.uint8).numpy()
-            offset = shard.data_start + shard.offsets[name]
-            view = memoryview(data)
+        if t.numel():
+            view = memoryview(t.view(torch.uint8).numpy())
+            offset = shard.data_start + shard.offsets[name] + start * itemsize
             while len(view):
                 n = os.pwrite(shard.fd, view, offset)
                 view, offset = view[n:], offset + n
         with self._lock:
-            if name in self._written:
+            done = self._bytes.get(name, 0) + t.numel() * itemsize
+            if name in self._written or done > spec.nbytes:
                 raise MismatchError(f"{self.target}: tensor {name!r} written twice")
-            self._written.add(name)
+            self._bytes[name] = done
+            if done == spec.nbytes:
+                self._written.add(name)
+
+    def _spec(self, name: str) -> TensorSpec:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise MismatchError(f"{self.target}: tensor {name!r} is not in the planned layout")
+        return spec
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:

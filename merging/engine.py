@@ -1,0 +1,210 @@
+"""The streaming merge engine: for each output tensor, read the inputs' slices, run the
+method, write the result - tensor by tensor, chunk by chunk, several tensors at a time.
+
+Peak memory is a few chunks per worker plus, for methods that need a whole-tensor
+statistic (TIES/breadcrumbs thresholds), one float buffer of the largest tensor; a budget
+keeps two huge tensors from being worked on at once.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from zoo.checkpoint import WEIGHT_INDEXES, Checkpoint
+from zoo.errors import MismatchError, ZooError
+from zoo.writer import CheckpointWriter, TensorSpec
+
+from .job import TensorJob
+from .methods import MergeMethod
+from .settings import layer_position, resolve
+from .spec import MergeParams
+
+_FLOAT = {"float64", "float32", "float16", "bfloat16"}
+_NOT_SIDE_FILES = WEIGHT_INDEXES | {"config.json", "README.md"}
+
+
+@dataclass
+class MergeReport:
+    """What the engine decided beyond plain merging, for the run's record."""
+
+    copied_from_reference: list[str] = field(default_factory=list)  # non-float or mismatched
+    partial: dict[str, int] = field(default_factory=dict)  # tensor -> number of models that had it
+    dropped: list[str] = field(default_factory=list)  # in some model but not in the reference
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ZooError(f"device {name!r} requested but no CUDA GPU is available (use --device cpu or auto)")
+    return dev
+
+
+def num_layers(config: dict | None, names: list[str]) -> int:
+    from .settings import layer_index
+
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if config and isinstance(config.get(key), int):
+            return config[key]
+    found = [i for i in (layer_index(n) for n in names) if i is not None]
+    return max(found) + 1 if found else 1
+
+
+def check_settings(method: MergeMethod, params: MergeParams, n_models: int) -> None:
+    """Unknown parameter names fail before any work, naming the known ones."""
+    shared_ok = set(method.shared_params) | set(method.model_params)
+    for key in params.parameters:
+        if key not in shared_ok:
+            raise ZooError(f"{method.name}: unknown parameter {key!r} (known: {', '.join(sorted(shared_ok)) or 'none'})")
+    if len(params.model_parameters) not in (0, n_models):
+        raise ZooError(f"{method.name}: {len(params.model_parameters)} per-model parameter sets for {n_models} models")
+    for i, mp in enumerate(params.model_parameters):
+        for key in mp:
+            if key not in method.model_params:
+                raise ZooError(f"{method.name}: unknown per-model parameter {key!r} for model {i + 1} "
+                               f"(known: {', '.join(sorted(method.model_params)) or 'none'})")
+
+
+class _Budget:
+    """Elements of tensors being worked on at once (a counting lock)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self.cond = threading.Condition()
+
+    def __call__(self, n: int):
+        n = min(n, self.limit)
+        budget = self
+
+        class _Hold:
+            def __enter__(self_inner):
+                with budget.cond:
+                    budget.cond.wait_for(lambda: budget.used + n <= budget.limit)
+                    budget.used += n
+
+            def __exit__(self_inner, *exc):
+                with budget.cond:
+                    budget.used -= n
+                    budget.cond.notify_all()
+
+        return _Hold()
+
+
+def merge_checkpoints(
+    method: MergeMethod,
+    base: Checkpoint | None,
+    models: list[Checkpoint],
+    params: MergeParams,
+    open_writer: Callable[..., CheckpointWriter],
+    *,
+    device: str = "cpu",
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[CheckpointWriter, MergeReport]:
+    if method.needs_base and base is None:
+        raise ZooError(f"{method.name} needs a base model (--base REF, or base_model: in the YAML)")
+    if len(models) < method.min_models:
+        raise ZooError(f"{method.name} needs at least {method.min_models} model(s) besides the base, got {len(models)}")
+    if method.max_models is not None and len(models) > method.max_models:
+        raise ZooError(f"{method.name} takes at most {method.max_models} model(s) besides the base, got {len(models)}")
+    check_settings(method, params, len(models))
+    dev = resolve_device(device)
+    compute = getattr(torch, params.compute_dtype, None)
+    if not isinstance(compute, torch.dtype) or not compute.is_floating_point:
+        raise ZooError(f"compute_dtype {params.compute_dtype!r} is not a floating-point dtype")
+    out_override = params.out_dtype or params.dtype
+    if out_override is not None and out_override not in _FLOAT:
+        raise ZooError(f"output dtype {out_override!r} is not one of {', '.join(sorted(_FLOAT))}")
+
+    ref = base if base is not None else models[0]
+    report = MergeReport()
+    names = ref.names()
+    layers = num_layers(ref.config, names)
+    specs, plans = [], []
+    for name in names:
+        info = ref.info(name)
+        merge_it = info.is_float
+        present = []
+        for i, m in enumerate(models):
+            if name not in m.tensors:
+                continue
+            if m.info(name).shape != info.shape:
+                if params.mismatched_shapes != "base":
+                    raise MismatchError(
+                        f"tensor {name} has shape {list(m.info(name).shape)} in model {i + 1} ({m.path.name}) but "
+                        f"{list(info.shape)} in the {'base' if base is not None else 'first model'} (a resized "
+                        f"vocabulary?); merge models of one shape, or set mismatched_shapes: base")
+                merge_it = False
+                continue
+            present.append(i)
+        if merge_it and not present:
+            merge_it = False
+        elif merge_it and len(present) < len(models):
+            report.partial[name] = len(present)
+        if not merge_it:
+            report.copied_from_reference.append(name)
+        out_dtype = out_override if (info.is_float and out_override) else info.dtype
+        specs.append(TensorSpec(name, info.shape, out_dtype))
+        plans.append((name, merge_it, present))
+    report.dropped = sorted({n for m in models for n in m.names() if n not in ref.tensors})
+
+    config = dict(ref.config or {})
+    if out_override and config:
+        for key in ("torch_dtype", "dtype"):
+            if key in config:
+                config[key] = out_override
+    side = {rel: ref.root / rel for rel in ref.side_files if rel not in _NOT_SIDE_FILES}
+    writer = open_writer(specs, config=config or None, side_files=side, max_shard_size=params.max_shard_size)
+
+    largest = max((ref.info(n).numel for n in names), default=1)
+    budget = _Budget(max(largest, 64 * 1024 * 1024))
+
+    def settings_for(i: int) -> dict:
+        own = params.model_parameters[i] if params.model_parameters else {}
+        shared = {k: v for k, v in params.parameters.items() if k in method.model_params}
+        return {**shared, **own}
+
+    model_settings = [settings_for(i) for i in range(len(models))]
+
+    def work(plan) -> None:
+        name, merge_it, present = plan
+        info = ref.info(name)
+        with budget(info.numel):
+            if not merge_it:
+                writer.write_slice(name, 0, ref.read(name))
+            else:
+                t = layer_position(name, layers)
+                job = TensorJob(
+                    name=name, shape=info.shape,
+                    base=(lambda s, c, n=name: base.read(n, s, c)) if base is not None else None,
+                    models=[(lambda s, c, n=name, m=models[i]: m.read(n, s, c)) for i in present],
+                    params=[resolve(model_settings[i], method.model_params, name, t, method.name) for i in present],
+                    shared=resolve(params.parameters, method.shared_params, name, t, method.name),
+                    seed=params.seed, device=dev, dtype=compute,
+                )
+                method.run(job, lambda start, chunk: writer.write_slice(name, start, chunk))
+        if progress is not None:
+            progress(1)
+
+    if progress is not None and hasattr(progress, "set_total"):
+        progress.set_total(len(plans))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    try:
+        with writer:
+            if workers <= 1:
+                for plan in plans:
+                    work(plan)
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    for _ in pool.map(work, plans):
+                        pass
+    finally:
+        torch.set_num_threads(threads)
+    return writer, report

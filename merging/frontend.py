@@ -1,0 +1,55 @@
+"""`zoo merge`: from a mergekit YAML file or from flags to a registered merged model."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import yaml
+
+from zoo.catalog import Catalog
+from zoo.errors import ZooError
+
+from . import mergekit_config
+from .methods import get_method
+from .operator import run_merge
+
+
+def parse_sets(sets: Sequence[str]) -> dict[str, Any]:
+    """['density=0.5', 'weight=[0.2, 0.8]'] -> {'density': 0.5, 'weight': [0.2, 0.8]} (YAML values)."""
+    out = {}
+    for item in sets:
+        if "=" not in item:
+            raise ZooError(f"--set {item!r} is not KEY=VALUE")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ZooError(f"--set {item!r}: cannot read the value") from None
+    return out
+
+
+def merge_command(catalog: Catalog, config: str | None, method: str | None, base: str | None,
+                  models: Sequence[str], weights: Sequence[float], sets: Sequence[str], *, dtype: str | None,
+                  out_dtype: str | None, out: str | None, device: str, seed: int, workers: int, reuse: bool,
+                  tags: Sequence[str], progress_factory) -> Any:
+    if config:
+        if method or models or base:
+            raise ZooError("give either a YAML config or --method/--base/--model flags, not both")
+        cfg = mergekit_config.load(config)
+        method, base, items, parameters = cfg.method, cfg.base, cfg.models, cfg.parameters
+        parameters.update(parse_sets(sets))
+        dtype, out_dtype = dtype or cfg.dtype, out_dtype or cfg.out_dtype
+        out = out or cfg.name
+    else:
+        if not method:
+            raise ZooError("say what to merge: a CONFIG.yaml, or --method with --model (and --base)")
+        if weights and len(weights) != len(models):
+            raise ZooError(f"{len(weights)} --weight values for {len(models)} --model inputs (give one per model)")
+        items = [(m, {"weight": w} if weights else {}) for m, w in zip(models, weights or [None] * len(models))]
+        parameters = parse_sets(sets)
+    merge_method = get_method(method)
+    if not items:
+        raise ZooError(f"{merge_method.name}: no models to merge")
+    with progress_factory("merging") as advance:
+        return run_merge(catalog, merge_method.name, base, items, parameters=parameters, dtype=dtype,
+                         out_dtype=out_dtype, out=out, tags=tags, reuse=reuse, device=device, workers=workers,
+                         progress=advance, seed=seed)

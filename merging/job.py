@@ -1,0 +1,73 @@
+"""One output tensor's merge: where its inputs come from, its resolved parameters, and
+row-aligned chunks so that methods stream large tensors instead of holding them whole."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+# Elements per chunk: 4M float32 = 16 MB per input slice.
+CHUNK_ELEMENTS = 4 * 1024 * 1024
+
+# (start, count) -> a fresh flat tensor (methods may modify it in place), any dtype
+Source = Callable[[int, int], torch.Tensor]
+
+
+@dataclass
+class TensorJob:
+    name: str
+    shape: tuple[int, ...]
+    base: Source | None
+    models: list[Source]
+    params: list[dict]  # per model, resolved for this tensor
+    shared: dict  # method-wide parameters, resolved for this tensor
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32  # math precision
+    chunk_elements: int = CHUNK_ELEMENTS
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def row(self) -> int:
+        """Elements per leading-axis row (1 for scalars and vectors)."""
+        return self.numel // self.shape[0] if len(self.shape) >= 2 and self.shape[0] else 1
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """(start, count) ranges covering the flattened tensor, each a whole number of rows."""
+        rows_per = max(1, self.chunk_elements // max(1, self.row))
+        step = rows_per * self.row
+        return [(s, min(step, self.numel - s)) for s in range(0, self.numel, step)] or [(0, 0)]
+
+    def _load(self, src: Source, start: int, count: int) -> torch.Tensor:
+        return src(start, count).to(device=self.device, dtype=self.dtype)
+
+    def base_chunk(self, start: int, count: int) -> torch.Tensor:
+        assert self.base is not None
+        return self._load(self.base, start, count)
+
+    def model_chunk(self, i: int, start: int, count: int) -> torch.Tensor:
+        return self._load(self.models[i], start, count)
+
+    def delta_chunk(self, i: int, start: int, count: int, base: torch.Tensor) -> torch.Tensor:
+        return self.model_chunk(i, start, count).sub_(base)
+
+    def generator(self, *key: object) -> torch.Generator:
+        """A generator seeded by (seed, tensor name, key): reproducible in any thread order."""
+        digest = hashlib.sha256(repr((self.seed, self.name, key)).encode()).digest()
+        g = torch.Generator(device=self.device)
+        g.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+        return g
+
+
+def in_memory(tensor: torch.Tensor) -> Source:
+    """A Source over an in-memory tensor (for the pure-function API and tests)."""
+    flat = tensor.reshape(-1)
+    return lambda start, count: flat[start : start + count].clone()

@@ -1,0 +1,112 @@
+"""Merge methods as catalog operators (`merge.<method>`), and the Python API `merge()`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from zoo.catalog import Catalog, Parent
+from zoo.checkpoint import Checkpoint
+from zoo.errors import NotFoundError, ZooError
+from zoo.registry import Operator, register
+from zoo.runner import OperatorCall, OperatorOutput, RunResult, run_operator
+
+from .engine import merge_checkpoints
+from .methods import METHODS, MergeMethod, get_method
+from .spec import MergeParams
+
+VERSION = "1"
+
+
+def _operator_fn(method: MergeMethod):
+    def fn(call: OperatorCall) -> OperatorOutput:
+        roles = [p.role for p, _ in call.inputs]
+        if roles.count("base") > 1:
+            raise ZooError(f"merge.{method.name}: more than one input has role 'base'")
+        base = call.checkpoint(roles.index("base")) if "base" in roles else None
+        models = [call.checkpoint(i) for i, r in enumerate(roles) if r != "base"]
+        writer, report = merge_checkpoints(
+            method, base, models, call.params, call.writer,
+            device=call.options.get("device", "cpu"), workers=call.options.get("workers", 2),
+            progress=call.progress,
+        )
+        notes = {k: v for k, v in vars(report).items() if v}
+        return OperatorOutput(writer.result, notes=notes or None)
+
+    return fn
+
+
+for _m in METHODS.values():
+    register(Operator(f"merge.{_m.name}", VERSION, MergeParams, _operator_fn(_m), _m.summary, relation="merge"))
+
+
+def resolve_input(catalog: Catalog, ref: str | int) -> str | int:
+    """A catalog reference, or a path that is indexed in place on first use."""
+    try:
+        return catalog.get(ref).id
+    except NotFoundError:
+        if isinstance(ref, str) and Path(ref).expanduser().exists():
+            return catalog.add(ref).entry.id
+        raise
+
+
+def build_inputs(catalog: Catalog, method: MergeMethod, base: str | int | None,
+                 models: Sequence[tuple[str | int, dict]]) -> tuple[list[Parent], list[dict]]:
+    """Parents (base first, role 'base'; others 'input' with their scalar weight) and the
+    per-model parameter list, in the same order as the non-base parents."""
+    parents: list[Parent] = []
+    per_model: list[dict] = []
+    base_id = resolve_input(catalog, base) if base is not None else None
+    if base_id is not None:
+        parents.append(Parent(base_id, "base"))
+    for ref, params in models:
+        mid = resolve_input(catalog, ref)
+        if method.needs_base and mid == base_id:  # mergekit configs may list the base among models
+            continue
+        weight = params.get("weight")
+        parents.append(Parent(mid, "input", float(weight) if isinstance(weight, (int, float)) else None))
+        per_model.append(dict(params))
+    if base_id is not None and not method.needs_base:
+        # methods without a base (linear) treat a listed base as one more input
+        parents[0] = Parent(base_id, "input", None)
+        per_model.insert(0, {})
+    return parents, per_model
+
+
+def run_merge(catalog: Catalog, method_name: str, base, models, *, parameters: dict | None = None,
+              dtype: str | None = None, out_dtype: str | None = None, out: str | None = None,
+              tags: Sequence[str] = (), reuse: bool = True, device: str = "cpu", workers: int = 2,
+              progress=None, **extra: Any) -> RunResult:
+    method = get_method(method_name)
+    parents, per_model = build_inputs(catalog, method, base, models)
+    has_model_params = any(per_model)
+    params = {"parameters": dict(parameters or {}), "model_parameters": per_model if has_model_params else [],
+              "dtype": dtype, "out_dtype": out_dtype, **extra}
+    return run_operator(catalog, f"merge.{method.name}", parents, params, out, tags=tags, reuse=reuse,
+                        progress=progress, options={"device": device, "workers": workers})
+
+
+def merge(method: str, base: str | int | None = None, models: Sequence = (), *, catalog: Catalog | None = None,
+          out: str | None = None, weights: Sequence[float] | None = None, dtype: str | None = None,
+          out_dtype: str | None = None, device: str = "cpu", tags: Sequence[str] = (), reuse: bool = True,
+          **parameters: Any) -> Checkpoint:
+    """Merge catalog models (refs or paths) and register the result.
+
+    merge("ties", base="llama", models=["ft-a", "ft-b"], weights=[0.5, 0.5], density=0.5)
+
+    `models` items are refs or (ref, {per-model params}); keyword parameters are the
+    method's shared settings. Returns the output checkpoint; `.entry` is its catalog row.
+    """
+    catalog = catalog or Catalog()
+    items = [m if isinstance(m, tuple) else (m, {}) for m in models]
+    if weights is not None:
+        if len(weights) != len(items):
+            raise ZooError(f"{len(weights)} weights for {len(items)} models")
+        items = [(ref, {**p, "weight": w}) for (ref, p), w in zip(items, weights)]
+    run_fields = set(MergeParams.model_fields) - {"parameters", "model_parameters", "dtype", "out_dtype"}
+    extra = {k: parameters.pop(k) for k in list(parameters) if k in run_fields}
+    result = run_merge(catalog, method, base, items, parameters=parameters, dtype=dtype, out_dtype=out_dtype,
+                       out=out, tags=tags, reuse=reuse, device=device, **extra)
+    ckpt = catalog.open(result.entry)
+    ckpt.entry = result.entry
+    ckpt.reused = result.reused
+    return ckpt
