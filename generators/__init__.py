@@ -1,1 +1,5 @@
-"""generators: operator package (see ARCHITECTURE.md); filled in by its issue."""
+"""generators: operators that make new models - LEMON expansion (with the bert2bert and
+Net2Net baselines) and, in later issues, weight generation. Importing registers them."""
+from . import expand as _expand  # noqa: F401  (registers expand.*)
+
+__all__: list[str] = []

@@ -139,7 +139,9 @@ def test_demo_builds_a_zoo_with_lineage(run):
     code, out, _ = run("demo", "--steps", "4")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(run("ls", "--json", "--tag", "demo")[1])}
-    assert set(rows) == {"demo-llama", "demo-llama-email", "demo-llama-asyncio"}
+    assert set(rows) == {"demo-llama", "demo-llama-email", "demo-llama-asyncio", "demo-llama-ties"}
+    merged = json.loads(run("show", "demo-llama-ties", "--json")[1])
+    assert [p["parent"] for p in merged["parents"]] == ["demo-llama@1", "demo-llama-email@1", "demo-llama-asyncio@1"]
     info = json.loads(run("show", "demo-llama-email", "--json")[1])
     assert info["parents"][0]["parent"] == "demo-llama@1" and info["run"]["operator"] == "demo.finetune"
     assert "used by" in out

@@ -214,3 +214,10 @@ def test_equal_to_mergekit(tmp_path, trio, catalog, method, model_params, params
     assert set(ours.names()) == set(theirs.names())
     for name in theirs.names():
         torch.testing.assert_close(ours.get(name), theirs.get(name), rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(catalog, trio):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ZooError, match="no CUDA GPU"):
+        merging.merge("linear", models=[str(trio["a"]), str(trio["b"])], catalog=catalog, device="cuda")

@@ -1,5 +1,6 @@
-"""The core `zoo` commands: init, add, ls, show, tensors, diff, lineage, verify, tag,
-metric, rm, export, runs, demo."""
+"""The `zoo` commands: catalog commands (init, add, ls, show, tensors, diff, lineage, verify,
+tag, metric, rm, export, runs, demo) and thin front ends of operators (merge, expand), which
+load their operator package by name through the registry."""
 from __future__ import annotations
 
 import json
@@ -328,7 +329,8 @@ def runs(limit: int = typer.Option(20, "--limit", help="How many recent runs."),
 def demo(steps: int = typer.Option(60, "--steps", help="Training steps per model."),
          seed: int = typer.Option(0, "--seed", help="Random seed.")) -> None:
     """Build a small demo zoo: a tiny Llama pretrained on Python's own sources, two
-    fine-tunes on different modules, all registered with lineage; then list it."""
+    fine-tunes on different packages and their TIES merge, all registered with lineage;
+    then list it and show the family tree."""
     from .demo import build_demo_zoo
 
     cat = catalog()
@@ -376,3 +378,33 @@ def merge(
         out_console.print(f"reused {e.ref}: the same merge of the same inputs was already recorded (--no-cache to redo)")
     else:
         out_console.print(f"merged [bold]{e.ref}[/bold] in {result.seconds:.2f} s  ({human_count(e.num_params)} params, {e.dtype}, {human_bytes(e.bytes)})")
+
+
+@app.command()
+def expand(
+    ref: str = typer.Argument(..., help="The model to expand (catalog reference)."),
+    method: str = typer.Option("lemon", "--method", help="lemon (lossless), bert2bert (FPI baseline) or net2net (baseline)."),
+    hidden_size: Optional[int] = typer.Option(None, "--hidden-size", help="Target hidden size [default: unchanged]."),
+    num_layers: Optional[int] = typer.Option(None, "--num-layers", help="Target depth, at most 2x [default: unchanged]."),
+    num_heads: Optional[int] = typer.Option(None, "--num-heads", help="Target heads [default: hidden / head_dim]."),
+    intermediate_size: Optional[int] = typer.Option(None, "--intermediate-size", help="Target MLP width [default: scaled with hidden]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random splits that break symmetry."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name of the result."),
+    tag: List[str] = typer.Option([], "--tag", "-t", help="Tag for the result (repeatable)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Expand again even if recorded."),
+) -> None:
+    """Grow a model to a larger width and/or depth with the same function (LEMON).
+
+    Example: zoo expand gpt2-small --hidden-size 1024 --num-layers 24 --out gpt2-grown
+    """
+    from .console import item_progress
+    from .registry import load_frontend
+
+    cat = catalog()
+    result = load_frontend("expand").expand_command(
+        cat, ref, method, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+        intermediate_size=intermediate_size, seed=seed, out=out, tags=tag, reuse=not no_cache,
+        progress_factory=item_progress)
+    e = result.entry
+    verb = "reused" if result.reused else "expanded into"
+    out_console.print(f"{verb} [bold]{e.ref}[/bold]  ({human_count(e.num_params)} params, {e.dtype}, {human_bytes(e.bytes)})")

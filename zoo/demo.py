@@ -1,12 +1,14 @@
 """`zoo demo`: a small but real zoo built from nothing - a tiny Llama pretrained on
 Python's standard library sources (byte level), fine-tuned on two different packages,
-every model written through the core writer and registered with its run and lineage."""
+merged with TIES through the operator registry; every model is registered with its run and
+lineage."""
 from __future__ import annotations
 
 import time
 from typing import Callable
 
 from .catalog import Catalog, ModelEntry, Parent, RunRecord
+from .runner import run_operator
 from .textdata import python_source_bytes
 from .writer import save_tensors
 
@@ -48,7 +50,7 @@ def _register(cat: Catalog, model, name: str, run: RunRecord, parents: list[Pare
 
 
 def build_demo_zoo(cat: Catalog, steps: int = 60, seed: int = 0, log: Callable[[str], None] = print) -> list[ModelEntry]:
-    """Returns [base, *fine-tunes] as registered."""
+    """Returns [base, *fine-tunes, merge] as registered."""
     import copy
 
     import torch
@@ -71,4 +73,10 @@ def build_demo_zoo(cat: Catalog, steps: int = 60, seed: int = 0, log: Callable[[
         params = {"data": pkgs, "steps": steps // 2, "seed": seed + 1 + i, "lr": 1e-3}
         made.append(_register(cat, ft, f"demo-llama-{suffix}", RunRecord("demo.finetune", "1", params,
                               seconds=time.perf_counter() - t0), [Parent(base.id, "base")], loss))
+    log("merging the fine-tunes with TIES (merge.ties, density 0.5)")
+    merged = run_operator(
+        cat, "merge.ties", [Parent(base.id, "base")] + [Parent(m.id, "input", 0.5) for m in made[1:]],
+        {"parameters": {"density": 0.5}, "model_parameters": [{"weight": 0.5}] * (len(made) - 1)},
+        "demo-llama-ties", tags=["demo"])
+    made.append(merged.entry)
     return made

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 from .errors import MismatchError, ZooError
-from .hashing import sha256_file
+from .hashing import sha256_file, sha256_files
 from .safetensors_format import DTYPES, TORCH_TO_TAG
 
 if TYPE_CHECKING:
@@ -294,9 +294,9 @@ class CheckpointWriter:
         for rel, content in self.extra_files.items():
             data = content.encode() if isinstance(content, str) else content
             (tmp / rel).write_bytes(data)
-        files = []
-        for p in sorted(tmp.iterdir(), key=lambda p: (not p.name.endswith(".safetensors"), p.name)):
-            files.append(WrittenFile(p.name, p.stat().st_size, sha256_file(p)))
+        paths = sorted(tmp.iterdir(), key=lambda p: (not p.name.endswith(".safetensors"), p.name))
+        digests = sha256_files(paths)  # shards hash in parallel, from the page cache
+        files = [WrittenFile(p.name, p.stat().st_size, d) for p, d in zip(paths, digests)]
         self.result = WrittenCheckpoint(self.target, files)
 
 

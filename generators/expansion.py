@@ -1,0 +1,212 @@
+"""Width and depth expansion of a transformer, driven by the family's tensor roles.
+
+Every resized axis gets an index map (which source unit each new position copies) and a
+rule for each side of it: axes that *produce* a quantity gather (copy) along the map,
+axes that *consume* it split the original fan-in over the copies so the sum is unchanged.
+A `Recipe` says how: LEMON (average/zero-expanded residual stream, asymmetric random
+splits, rescaled norms, zero-output new layers), bert2bert's FPI (circular copies, equal
+splits) or Net2Net (random copies, equal splits).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from zoo.errors import ZooError
+from zoo.families import Axis, Family, TensorRole, Widths
+
+A = Axis
+FILL = -1  # index-map entry for positions that copy no single source unit (LEMON's r entries)
+
+
+@dataclass
+class Maps:
+    """Index maps for the resized axes (new position -> source unit, FILL for none)."""
+
+    stream: torch.Tensor
+    heads: torch.Tensor
+    kv_heads: torch.Tensor
+    units: torch.Tensor
+    head_dim: int
+    stream_scale: float = 1.0  # s = k*D_S/D_T: LayerNorm variance ratio under LEMON's expansion
+
+
+@dataclass
+class Recipe:
+    name: str
+    fill: str  # value of FILL entries on the produce side: "mean", "zero" (LEMON), or "none"
+    split: str  # "random" (asymmetric, LEMON) or "equal" (FPI / Net2Net)
+    rescale_norms: bool  # LEMON: gamma * sqrt(s), eps * s
+    depth: str  # "zero_output" (new blocks are exact identities) or "stack" (copies)
+    unit_map: str = "circular"  # "circular" or "random" for heads/units beyond the originals
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+
+def circular(n_old: int, n_new: int) -> torch.Tensor:
+    return torch.arange(n_new) % n_old
+
+
+def random_map(n_old: int, n_new: int, g: torch.Generator) -> torch.Tensor:
+    extra = torch.randint(0, n_old, (n_new - n_old,), generator=g)
+    return torch.cat([torch.arange(n_old), extra])
+
+
+def lemon_stream_map(d_old: int, d_new: int) -> torch.Tensor:
+    """k copies of every feature, then r = d_new - k*d_old FILL entries."""
+    k = d_new // d_old
+    return torch.cat([torch.arange(d_old).repeat(k), torch.full((d_new - k * d_old,), FILL)])
+
+
+def _moveaxis(t: torch.Tensor, axis: int) -> torch.Tensor:
+    return t.movedim(axis, 0)
+
+
+def gather(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, fill: str) -> torch.Tensor:
+    """Produce side: position j copies unit index[j] (groups of `group` elements, e.g. a
+    head's head_dim rows); FILL positions get the mean over units, or zeros."""
+    x = _moveaxis(t, axis)
+    units = x.reshape(x.shape[0] // group, group, *x.shape[1:])
+    safe = index.clamp(min=0)
+    out = units[safe]
+    holes = index == FILL
+    if holes.any():
+        if fill == "mean":
+            out[holes] = units.mean(dim=0, keepdim=True).to(out.dtype).expand_as(out[holes])
+        else:
+            out[holes] = 0
+    return out.reshape(-1, *x.shape[1:]).movedim(0, axis)
+
+
+def split(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, mode: str, g: torch.Generator,
+          zero_sum: bool = False) -> torch.Tensor:
+    """Consume side: the copies of each source unit share its fan-in so they sum to the
+    original (or to zero, for LEMON's new identity blocks). mode 'equal' divides evenly;
+    'random' draws all but one copy at random and gives the last the remainder. FILL
+    positions read zeros, so they get random (LEMON) or zero (others) weights."""
+    x = _moveaxis(t, axis)
+    units = x.reshape(x.shape[0] // group, group, *x.shape[1:])
+    n_old = units.shape[0]
+    real = index >= 0
+    counts = torch.bincount(index[real], minlength=n_old)
+    if (counts == 0).any():
+        raise ZooError("expansion dropped a source unit (target narrower than source?)")
+    target = torch.zeros_like(units) if zero_sum else units
+    if mode == "equal":
+        out = torch.zeros((len(index), *units.shape[1:]), dtype=t.dtype)
+        out[real] = target[index[real]] / counts[index[real]].view(-1, *([1] * (units.dim() - 1))).to(t.dtype)
+    else:
+        scale = units.float().std().item() if units.numel() > 1 else 1.0
+        out = (torch.randn((len(index), *units.shape[1:]), generator=g) * (scale if scale > 0 else 1.0)).to(t.dtype)
+        last = torch.full((n_old,), -1, dtype=torch.long)
+        positions = torch.arange(len(index))
+        last.scatter_reduce_(0, index[real], positions[real], reduce="amax")
+        is_last = torch.zeros(len(index), dtype=torch.bool)
+        is_last[last] = True
+        free = real & ~is_last
+        drawn = torch.zeros_like(target).index_add_(0, index[free], out[free])
+        out[last] = target - drawn
+    return out.reshape(-1, *x.shape[1:]).movedim(0, axis)
+
+
+def expand_norm(t: torch.Tensor, is_bias: bool, maps: Maps, recipe: Recipe) -> torch.Tensor:
+    """Norm parameters over the hidden axis. LEMON: gamma* = sqrt(s)[gamma x k, free],
+    beta* = [beta x k, 0], so the normalised stream comes out zero-expanded."""
+    safe = maps.stream.clamp(min=0)
+    out = t[safe].clone()
+    holes = maps.stream == FILL
+    if is_bias:
+        out[holes] = 0
+        return out
+    if recipe.rescale_norms:
+        out = out * maps.stream_scale ** 0.5
+        out[holes] = t.mean() * maps.stream_scale ** 0.5  # free: multiplies a zero
+    return out
+
+
+def expand_tensor(t: torch.Tensor, role: TensorRole, name: str, maps: Maps, recipe: Recipe,
+                  zero_output: bool = False) -> torch.Tensor:
+    """One tensor, every resized axis in turn (produce sides first, then consume sides)."""
+    hd = maps.head_dim
+    g = recipe.generator
+    if role.axes == (A.NORM,):
+        return expand_norm(t, name.endswith("bias"), maps, recipe)
+    out = t
+    for axis, kind in enumerate(role.axes):
+        if kind == A.RES_OUT:
+            out = gather(out, axis, maps.stream, 1, recipe.fill)
+        elif kind == A.Q_HEADS:
+            out = gather(out, axis, maps.heads, hd, "zero")
+        elif kind == A.KV_HEADS:
+            out = gather(out, axis, maps.kv_heads, hd, "zero")
+        elif kind == A.QKV:
+            parts = out.chunk(3, dim=axis)
+            out = torch.cat([gather(p, axis, maps.heads, hd, "zero") for p in parts], dim=axis)
+        elif kind == A.UNITS:
+            out = gather(out, axis, maps.units, 1, "zero")
+    for axis, kind in enumerate(role.axes):
+        if kind == A.RES_IN:
+            out = split(out, axis, maps.stream, 1, recipe.split, g)
+        elif kind == A.HEADS_IN:
+            out = split(out, axis, maps.heads, hd, recipe.split, g, zero_sum=zero_output)
+        elif kind == A.UNITS_IN:
+            out = split(out, axis, maps.units, 1, recipe.split, g, zero_sum=zero_output)
+    if zero_output and role.block_output and len(role.axes) == 1:
+        out = torch.zeros_like(out)  # the output projection's bias
+    return out
+
+
+def new_shape(shape: tuple[int, ...], role: TensorRole, src: Widths, dst: Widths) -> tuple[int, ...]:
+    size = {A.RES_OUT: dst.hidden, A.RES_IN: dst.hidden, A.NORM: dst.hidden,
+            A.Q_HEADS: dst.heads * dst.head_dim, A.KV_HEADS: dst.kv_heads * dst.head_dim,
+            A.HEADS_IN: dst.heads * dst.head_dim, A.QKV: 3 * dst.heads * dst.head_dim,
+            A.UNITS: dst.intermediate, A.UNITS_IN: dst.intermediate}
+    return tuple(size.get(kind, d) for d, kind in zip(shape, role.axes))
+
+
+def depth_plan(layers_old: int, layers_new: int) -> list[tuple[int, bool]]:
+    """[(source layer, is_new)] in output order: each new layer right after its source,
+    sources spread evenly through the stack."""
+    n_new = layers_new - layers_old
+    chosen = {(i * layers_old) // n_new for i in range(n_new)} if n_new else set()
+    plan = []
+    for layer in range(layers_old):
+        plan.append((layer, False))
+        if layer in chosen:
+            plan.append((layer, True))
+    return plan
+
+
+def build_maps(src: Widths, dst: Widths, recipe: Recipe) -> Maps:
+    g = recipe.generator
+    unit_map: Callable[[int, int], torch.Tensor] = (
+        circular if recipe.unit_map == "circular" else (lambda a, b: random_map(a, b, g)))
+    if recipe.fill == "none":
+        stream = unit_map(src.hidden, dst.hidden)
+        scale = 1.0
+    else:
+        stream = lemon_stream_map(src.hidden, dst.hidden)
+        scale = (dst.hidden // src.hidden) * src.hidden / dst.hidden
+    return Maps(stream=stream, heads=unit_map(src.heads, dst.heads), kv_heads=unit_map(src.kv_heads, dst.kv_heads),
+                units=unit_map(src.intermediate, dst.intermediate), head_dim=src.head_dim, stream_scale=scale)
+
+
+def check_target(family: Family, src: Widths, dst: Widths) -> None:
+    """Refuse shapes that cannot be reached, naming the rule."""
+    if dst.head_dim != src.head_dim:
+        raise ZooError(f"head_dim stays {src.head_dim} under expansion; choose heads so that heads x head_dim fits")
+    for what, a, b in (("hidden size", src.hidden, dst.hidden), ("heads", src.heads, dst.heads),
+                       ("intermediate size", src.intermediate, dst.intermediate), ("layers", src.layers, dst.layers)):
+        if b < a:
+            raise ZooError(f"target {what} {b} is smaller than the source's {a}; expansion only grows models")
+    if dst.layers > 2 * src.layers:
+        raise ZooError(f"depth can at most double ({src.layers} -> {2 * src.layers} layers), asked {dst.layers}")
+    group = src.heads // src.kv_heads
+    if dst.heads % group or dst.kv_heads * group != dst.heads:
+        raise ZooError(f"heads must stay a multiple of the {group} query heads per key/value head")
+    if family.name == "llama" and dst.hidden % dst.heads:
+        raise ZooError(f"llama needs the hidden size to be a multiple of the heads ({dst.hidden} % {dst.heads} != 0)")
+    if family.name != "llama" and dst.heads * dst.head_dim != dst.hidden:
+        raise ZooError(f"{family.name} needs hidden size = heads x head_dim ({dst.heads} x {dst.head_dim} != {dst.hidden}); "
+                       f"pick a hidden size that is a multiple of {src.head_dim}")

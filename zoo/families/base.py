@@ -1,0 +1,133 @@
+"""What a family adapter knows about one architecture: which tensor plays which role
+(axis by axis), its widths and depth, its norm placement, how to rewrite its config for new
+sizes, and how to build the model for a forward pass.
+
+Operators that change shapes (expansion, stitching, generation) talk to these adapters,
+never to raw tensor names.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ZooError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ..checkpoint import Checkpoint
+
+
+class Axis(str, Enum):
+    """The meaning of one tensor axis, for operators that resize models."""
+
+    RES_OUT = "res_out"  # writes into the residual stream (embeddings, attention/MLP output rows)
+    RES_IN = "res_in"  # reads the (normalised) residual stream (q/k/v, MLP input, heads)
+    NORM = "norm"  # a norm's per-feature parameters over the hidden axis
+    Q_HEADS = "q_heads"  # query heads x head_dim
+    KV_HEADS = "kv_heads"  # key/value heads x head_dim (grouped-query attention)
+    QKV = "qkv"  # fused [q | k | v], each heads x head_dim
+    HEADS_IN = "heads_in"  # attention output projection's input, heads x head_dim
+    UNITS = "units"  # MLP hidden units (output side of the first MLP layer)
+    UNITS_IN = "units_in"  # MLP hidden units (input side of the second MLP layer)
+    KEEP = "keep"  # vocabulary, labels, positions, channels: never resized
+
+
+@dataclass(frozen=True)
+class TensorRole:
+    """A tensor's role: its axes, its layer (None outside the stack), and whether it is an
+    output projection writing a block's result into the stream (attention out, MLP out)."""
+
+    axes: tuple[Axis, ...]
+    layer: int | None = None
+    block_output: bool = False
+    kind: str = ""  # e.g. "embed_tokens", "norm", "lm_head" (for messages and special cases)
+
+
+@dataclass(frozen=True)
+class Widths:
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    layers: int
+
+    def with_(self, **changes: Any) -> "Widths":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+class Family:
+    """Base class; one subclass per architecture family."""
+
+    name: str = ""
+    norm: str = "pre_ln"  # "pre_ln", "post_ln" or "rms"
+    modality: str = "language"  # "language" or "vision": which built-in tasks fit
+    eps_key: str = "layer_norm_eps"
+    architectures: tuple[str, ...] = ()
+    _layer_re: re.Pattern = re.compile(r"")
+
+    # --- detection and facts -------------------------------------------------------------
+    @classmethod
+    def matches(cls, config: dict | None, names: list[str]) -> bool:
+        return bool(config) and config.get("model_type") == cls.name
+
+    def widths(self, config: dict) -> Widths:
+        raise NotImplementedError
+
+    def role(self, name: str, config: dict) -> TensorRole | None:
+        """The role of a tensor, or None if this family does not know it."""
+        raise NotImplementedError
+
+    def roles(self, names: list[str], config: dict) -> dict[str, TensorRole]:
+        out, unknown = {}, []
+        for n in names:
+            r = self.role(n, config)
+            (unknown.append(n) if r is None else out.__setitem__(n, r))
+        if unknown:
+            raise ZooError(f"{self.name}: tensor {unknown[0]!r} has no known role "
+                           f"({len(unknown)} unknown); this checkpoint has parts the {self.name} adapter does not cover")
+        return out
+
+    def layer_of(self, name: str) -> int | None:
+        m = self._layer_re.search(name)
+        return int(m.group(1)) if m else None
+
+    def rename_layer(self, name: str, index: int) -> str:
+        m = self._layer_re.search(name)
+        if not m:
+            return name
+        return name[: m.start(1)] + str(index) + name[m.end(1):]
+
+    # --- configs -------------------------------------------------------------------------
+    def resized_config(self, config: dict, w: Widths, eps_scale: float = 1.0) -> dict:
+        raise NotImplementedError
+
+    def eps(self, config: dict) -> float:
+        return float(config.get(self.eps_key, 1e-5))
+
+    # --- running ---------------------------------------------------------------------------
+    def build(self, config: dict) -> "nn.Module":
+        """A randomly initialised model for this config (eval mode)."""
+        raise NotImplementedError
+
+    def load(self, ckpt: "Checkpoint") -> "nn.Module":
+        """The model with the checkpoint's weights, in eval mode. Hugging Face folders load
+        through transformers (which knows older tensor namings and tied weights)."""
+        import transformers
+
+        config = ckpt.config or {}
+        arch = (config.get("architectures") or [self.architectures[0]])[0]
+        cls = getattr(transformers, arch if arch in self.architectures else self.architectures[0])
+        return cls.from_pretrained(ckpt.root, local_files_only=True).eval()
+
+    def example_inputs(self, config: dict, batch: int, generator: "torch.Generator") -> dict:
+        raise NotImplementedError
+
+    def outputs(self, model: "nn.Module", inputs: dict) -> "torch.Tensor":
+        """The tensor that defines the model's function (logits, or last hidden state)."""
+        out = model(**inputs)
+        return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state

@@ -1,0 +1,90 @@
+"""BERT (BertModel and its heads): post-LN, separate q/k/v, pooler."""
+from __future__ import annotations
+
+import re
+
+from .base import Axis, Family, TensorRole, Widths
+
+A = Axis
+
+
+class BertFamily(Family):
+    name = "bert"
+    norm = "post_ln"
+    eps_key = "layer_norm_eps"
+    architectures = ("BertModel", "BertForSequenceClassification", "BertForMaskedLM")
+    _layer_re = re.compile(r"layer\.(\d+)\.")
+
+    _ROLES = {
+        "attention.self.query.weight": TensorRole((A.Q_HEADS, A.RES_IN)),
+        "attention.self.key.weight": TensorRole((A.KV_HEADS, A.RES_IN)),
+        "attention.self.value.weight": TensorRole((A.KV_HEADS, A.RES_IN)),
+        "attention.self.query.bias": TensorRole((A.Q_HEADS,)),
+        "attention.self.key.bias": TensorRole((A.KV_HEADS,)),
+        "attention.self.value.bias": TensorRole((A.KV_HEADS,)),
+        "attention.output.dense.weight": TensorRole((A.RES_OUT, A.HEADS_IN), block_output=True),
+        "attention.output.dense.bias": TensorRole((A.RES_OUT,), block_output=True),
+        "attention.output.LayerNorm.weight": TensorRole((A.NORM,), kind="norm"),
+        "attention.output.LayerNorm.bias": TensorRole((A.NORM,), kind="norm"),
+        "intermediate.dense.weight": TensorRole((A.UNITS, A.RES_IN)),
+        "intermediate.dense.bias": TensorRole((A.UNITS,)),
+        "output.dense.weight": TensorRole((A.RES_OUT, A.UNITS_IN), block_output=True),
+        "output.dense.bias": TensorRole((A.RES_OUT,), block_output=True),
+        "output.LayerNorm.weight": TensorRole((A.NORM,), kind="norm"),
+        "output.LayerNorm.bias": TensorRole((A.NORM,), kind="norm"),
+    }
+
+    def widths(self, config: dict) -> Widths:
+        hidden, heads = config["hidden_size"], config["num_attention_heads"]
+        return Widths(hidden, heads, heads, hidden // heads, config["intermediate_size"], config["num_hidden_layers"])
+
+    def role(self, name: str, config: dict) -> TensorRole | None:
+        layer = self.layer_of(name)
+        if layer is not None:
+            suffix = name[self._layer_re.search(name).end():]
+            r = self._ROLES.get(suffix)
+            return TensorRole(r.axes, layer, r.block_output, r.kind or suffix) if r else None
+        if name.endswith(("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")):
+            return TensorRole((A.KEEP, A.RES_OUT), kind="embed_tokens" if "word" in name else "embed_positions")
+        if name.endswith(("embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias",
+                          "transform.LayerNorm.weight", "transform.LayerNorm.bias")):
+            return TensorRole((A.NORM,), kind="norm")
+        if name.endswith("position_ids"):
+            return TensorRole((A.KEEP, A.KEEP), kind="buffer")
+        if name.endswith(("pooler.dense.weight", "transform.dense.weight")):
+            return TensorRole((A.RES_OUT, A.RES_IN), kind="pooler")
+        if name.endswith(("pooler.dense.bias", "transform.dense.bias")):
+            return TensorRole((A.RES_OUT,), kind="pooler")
+        if name.endswith(("classifier.weight", "predictions.decoder.weight")):
+            return TensorRole((A.KEEP, A.RES_IN), kind="lm_head" if "decoder" in name else "head")
+        if name.endswith(("classifier.bias", "predictions.bias", "predictions.decoder.bias")):
+            return TensorRole((A.KEEP,), kind="head")
+        return None
+
+    def _tied(self, name: str, config: dict) -> bool:
+        return name.endswith("predictions.decoder.weight") and config.get("tie_word_embeddings", True) or \
+            name.endswith(("predictions.decoder.bias", "position_ids"))
+
+    def resized_config(self, config: dict, w: Widths, eps_scale: float = 1.0) -> dict:
+        out = dict(config)
+        out.update(hidden_size=w.hidden, num_attention_heads=w.heads, intermediate_size=w.intermediate,
+                   num_hidden_layers=w.layers)
+        out[self.eps_key] = self.eps(config) * eps_scale
+        return out
+
+    def eps(self, config: dict) -> float:
+        return float(config.get(self.eps_key, 1e-12))
+
+    def build(self, config: dict):
+        import transformers
+
+        arch = (config.get("architectures") or ["BertModel"])[0]
+        cls = getattr(transformers, arch if arch in self.architectures else "BertModel")
+        cfg = transformers.BertConfig(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
+        return cls(cfg).eval()
+
+    def example_inputs(self, config: dict, batch: int, generator):
+        import torch
+
+        ids = torch.randint(0, config["vocab_size"], (batch, 10), generator=generator)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

@@ -1,0 +1,70 @@
+"""GPT-2 (GPT2LMHeadModel, GPT2Model): pre-LN, fused qkv, Conv1D weights stored [in, out]."""
+from __future__ import annotations
+
+import re
+
+from .base import Axis, Family, TensorRole, Widths
+
+A = Axis
+
+
+class GPT2Family(Family):
+    name = "gpt2"
+    norm = "pre_ln"
+    eps_key = "layer_norm_epsilon"
+    architectures = ("GPT2LMHeadModel", "GPT2Model")
+    _layer_re = re.compile(r"(?:^|\.)h\.(\d+)\.")
+
+    _ROLES = {
+        "ln_1.weight": TensorRole((A.NORM,), kind="norm"), "ln_1.bias": TensorRole((A.NORM,), kind="norm"),
+        "ln_2.weight": TensorRole((A.NORM,), kind="norm"), "ln_2.bias": TensorRole((A.NORM,), kind="norm"),
+        "attn.c_attn.weight": TensorRole((A.RES_IN, A.QKV)),
+        "attn.c_attn.bias": TensorRole((A.QKV,)),
+        "attn.c_proj.weight": TensorRole((A.HEADS_IN, A.RES_OUT), block_output=True),
+        "attn.c_proj.bias": TensorRole((A.RES_OUT,), block_output=True),
+        "mlp.c_fc.weight": TensorRole((A.RES_IN, A.UNITS)),
+        "mlp.c_fc.bias": TensorRole((A.UNITS,)),
+        "mlp.c_proj.weight": TensorRole((A.UNITS_IN, A.RES_OUT), block_output=True),
+        "mlp.c_proj.bias": TensorRole((A.RES_OUT,), block_output=True),
+    }
+
+    def widths(self, config: dict) -> Widths:
+        hidden, heads = config["n_embd"], config["n_head"]
+        return Widths(hidden, heads, heads, hidden // heads, config.get("n_inner") or 4 * hidden, config["n_layer"])
+
+    def role(self, name: str, config: dict) -> TensorRole | None:
+        layer = self.layer_of(name)
+        if layer is not None:
+            suffix = name[self._layer_re.search(name).end():]
+            if suffix.endswith((".attn.bias", ".masked_bias")) or suffix in ("attn.bias", "attn.masked_bias"):
+                return TensorRole((A.KEEP,) * 4, layer, kind="causal_mask")
+            r = self._ROLES.get(suffix)
+            return TensorRole(r.axes, layer, r.block_output, r.kind or suffix) if r else None
+        if name.endswith("wte.weight"):
+            return TensorRole((A.KEEP, A.RES_OUT), kind="embed_tokens")
+        if name.endswith("wpe.weight"):
+            return TensorRole((A.KEEP, A.RES_OUT), kind="embed_positions")
+        if name.endswith(("ln_f.weight", "ln_f.bias")):
+            return TensorRole((A.NORM,), kind="norm")
+        if name == "lm_head.weight":
+            return TensorRole((A.KEEP, A.RES_IN), kind="lm_head")
+        return None
+
+    def resized_config(self, config: dict, w: Widths, eps_scale: float = 1.0) -> dict:
+        out = dict(config)
+        out.update(n_embd=w.hidden, n_head=w.heads, n_layer=w.layers,
+                   n_inner=None if w.intermediate == 4 * w.hidden else w.intermediate)
+        out[self.eps_key] = self.eps(config) * eps_scale
+        return out
+
+    def build(self, config: dict):
+        from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
+
+        cfg = GPT2Config(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
+        cls = GPT2Model if (config.get("architectures") or ["GPT2LMHeadModel"])[0] == "GPT2Model" else GPT2LMHeadModel
+        return cls(cfg).eval()
+
+    def example_inputs(self, config: dict, batch: int, generator):
+        import torch
+
+        return {"input_ids": torch.randint(0, config["vocab_size"], (batch, 12), generator=generator)}
