@@ -17,6 +17,7 @@ import torch
 
 from zoo.checkpoint import WEIGHT_INDEXES, Checkpoint
 from zoo.errors import MismatchError, ZooError
+from zoo.memory import tune_allocator
 from zoo.writer import CheckpointWriter, TensorSpec
 
 from .job import TensorJob
@@ -115,6 +116,7 @@ def merge_checkpoints(
         raise ZooError(f"{method.name} takes at most {method.max_models} model(s) besides the base, got {len(models)}")
     check_settings(method, params, len(models))
     dev = resolve_device(device)
+    tune_allocator()
     compute = getattr(torch, params.compute_dtype, None)
     if not isinstance(compute, torch.dtype) or not compute.is_floating_point:
         raise ZooError(f"compute_dtype {params.compute_dtype!r} is not a floating-point dtype")
@@ -195,7 +197,7 @@ def merge_checkpoints(
     if progress is not None and hasattr(progress, "set_total"):
         progress.set_total(len(plans))
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))  # tensor-level parallelism wins here
     try:
         with writer:
             if workers <= 1:

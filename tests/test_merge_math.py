@@ -204,3 +204,13 @@ def test_widen_guards_zero_norm_columns():
 def test_unknown_parameter_is_refused():
     with pytest.raises(ZooError, match="unknown parameter 'densty'"):
         apply("ties", BASE, [A], densty=0.5)
+
+
+def test_ties_keeps_exactly_k_with_ties_taken_in_order():
+    base = torch.zeros(6)
+    delta = torch.tensor([1.0, -1.0, 1.0, 2.0, 1.0, 0.5])  # three-way tie at the threshold
+    out = apply("ties", base, [delta], weight=1.0, density=0.5)  # k = 3: the 2, then the first two 1s
+    assert torch.equal(out, torch.tensor([1.0, -1.0, 0.0, 2.0, 0.0, 0.0]))
+    big = torch.randint(-3, 4, (3_000_000,)).float()  # a huge tensor full of ties (sampled selection)
+    kept = apply("ties", torch.zeros_like(big), [big], weight=1.0, density=0.3)
+    assert (kept != 0).sum().item() == int(0.3 * big.numel())

@@ -96,6 +96,21 @@ def list_models(
     out.print(table if rows else "[dim]no models (add one with `zoo add PATH`, or try `zoo demo`)[/dim]")
 
 
+def _family_widths(info: dict) -> dict | None:
+    """The family adapter's view of a model (None when its family is not supported)."""
+    from .families import detect
+
+    names = []
+    fam = detect(info["config"], names) if info["config"] else None
+    if fam is None:
+        return None
+    try:
+        w = fam.widths(info["config"])
+    except KeyError:
+        return None
+    return {**vars(w), "family": fam.name, "norm": fam.norm}
+
+
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -103,8 +118,9 @@ def _fmt(v) -> str:
 @app.command()
 def show(ref: str = typer.Argument(..., help="name, name@VERSION or id."),
          as_json: bool = typer.Option(False, "--json", help="Everything as one JSON object.")) -> None:
-    """Show one model: metadata, files and digests, config summary, lineage, run."""
+    """Show one model: metadata, files and digests, family shape, lineage, run."""
     info = catalog().show(ref)
+    info["widths"] = _family_widths(info)
     if as_json:
         print_json(info)
         return
@@ -125,6 +141,10 @@ def show(ref: str = typer.Argument(..., help="name, name@VERSION or id."),
                                    "vocab_size", "n_embd", "n_layer", "n_head", "image_size", "patch_size") if k in cfg}
     if summary:
         t.add_row("[bold]config[/bold]", ", ".join(f"{k}={v}" for k, v in summary.items()))
+    if info.get("widths"):
+        w = info["widths"]
+        t.add_row("[bold]shape[/bold]", f"{w['layers']} layers, hidden {w['hidden']}, {w['heads']} heads "
+                  f"({w['kv_heads']} kv) x {w['head_dim']}, mlp {w['intermediate']}, norm {w['norm']}")
     for p in info["parents"]:
         weight = "" if p["weight"] is None else f", w={p['weight']:g}"
         t.add_row("[bold]parent[/bold]", f"{p['parent']} ({p['role']}{weight})")
@@ -408,3 +428,69 @@ def expand(
     e = result.entry
     verb = "reused" if result.reused else "expanded into"
     out_console.print(f"{verb} [bold]{e.ref}[/bold]  ({human_count(e.num_params)} params, {e.dtype}, {human_bytes(e.bytes)})")
+
+
+@app.command("new")
+def new_cmd(
+    preset: str = typer.Argument(..., help="A preset (vit-ti, vit-s, vit-b, gpt2-tiny, llama-tiny, bert-tiny) or a family (vit, gpt2, llama, bert)."),
+    set_: List[str] = typer.Option([], "--set", help="Config field KEY=VALUE overriding the preset, e.g. hidden_size=64."),
+    seed: int = typer.Option(0, "--seed", help="Initialisation seed."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name [default: PRESET-sSEED]."),
+) -> None:
+    """Create a new, randomly initialised model (to train with `zoo train`)."""
+    import yaml
+
+    from .training import new_model
+
+    overrides = {}
+    for item in set_:
+        if "=" not in item:
+            raise ZooError(f"--set {item!r} is not KEY=VALUE")
+        k, v = item.split("=", 1)
+        overrides[k] = yaml.safe_load(v)
+    r = new_model(catalog(), preset, out, seed, **overrides)
+    e = r.entry
+    verb = "reused" if r.reused else "created"
+    out_console.print(f"{verb} [bold]{e.ref}[/bold]  {e.family}  {human_count(e.num_params)} params")
+
+
+@app.command("train")
+def train_cmd(
+    ref: str = typer.Argument(..., help="The model to train (catalog reference)."),
+    task: str = typer.Option(..., "--task", help="digits, digits:0-4, pytext, or a registered task."),
+    steps: int = typer.Option(100, "--steps", help="Optimizer steps."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Examples per step."),
+    schedule: str = typer.Option("constant", "--schedule", help="constant, cosine, or lemon (faster decay for expanded models)."),
+    warmup: int = typer.Option(0, "--warmup", help="Linear warm-up steps."),
+    seed: int = typer.Option(0, "--seed", help="Data order seed."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name of the trained model."),
+) -> None:
+    """Train a model briefly on a task; the result is a new entry (lineage role `base`)
+    with its training and evaluation metrics. Runs under accelerate."""
+    from .console import item_progress
+    from .training import train
+
+    with item_progress("training") as advance:
+        r = train(catalog(), ref, task, out, progress=advance, steps=steps, lr=lr, batch_size=batch_size,
+                  schedule=schedule, warmup_steps=warmup, seed=seed)
+    e = r.entry
+    shown = ", ".join(f"{k}={_fmt(v)}" for k, v in (e.metrics or {}).items())
+    out_console.print(f"{'reused' if r.reused else 'trained'} [bold]{e.ref}[/bold]  {shown}")
+
+
+@app.command("eval")
+def eval_cmd(
+    ref: str = typer.Argument(..., help="The model to evaluate."),
+    task: str = typer.Option(..., "--task", help="digits, digits:0-4, pytext, or a registered task."),
+    split: str = typer.Option("test", "--split", help="test, val or train (digits)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Evaluate a model on a task and store the metrics on its catalog entry."""
+    from .training import evaluate
+
+    metrics = evaluate(catalog(), ref, task, split)
+    if as_json:
+        print_json(metrics)
+    else:
+        out_console.print(f"{catalog().get(ref).ref}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))

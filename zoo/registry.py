@@ -20,6 +20,8 @@ PACKAGES = {
     "generate": "generators",
     "stitch": "stitching",
     "learngene": "stitching",
+    "init": "zoo.training",
+    "train": "zoo.training",
 }
 
 

@@ -98,7 +98,7 @@ def run_operator(
     key = cache_key(op, p, resolved)
     if reuse:
         hit = catalog.find_run(key)
-        if hit is not None:
+        if hit is not None and (out_name is None or hit[1][0].name == out_name):
             return RunResult(hit[1][0], reused=True, seconds=0.0)
     out_name = out_name or f"{op.name.replace('.', '-')}-{key[:8]}"
     target = catalog.incoming_path()

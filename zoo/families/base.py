@@ -118,7 +118,9 @@ class Family:
         """The model with the checkpoint's weights, in eval mode. Hugging Face folders load
         through transformers (which knows older tensor namings and tied weights)."""
         import transformers
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # our commands draw their own progress
         config = ckpt.config or {}
         arch = (config.get("architectures") or [self.architectures[0]])[0]
         cls = getattr(transformers, arch if arch in self.architectures else self.architectures[0])

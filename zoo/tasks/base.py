@@ -1,0 +1,30 @@
+"""What a task provides: batches for training, a loss, and metrics for evaluation."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+
+from ..errors import ZooError
+
+
+class Task:
+    name: str = ""
+    modality: str = ""  # "vision" or "language": which families fit
+    primary: str = ""  # the headline metric, e.g. "accuracy" or "loss"
+
+    def check(self, family, config: dict) -> None:
+        if family.modality != self.modality:
+            raise ZooError(f"task {self.name} is for {self.modality} models; {family.name} is a {family.modality} family")
+
+    def train_batches(self, config: dict, batch_size: int, generator: torch.Generator) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    def loss(self, model, batch: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model, config: dict, split: str = "test") -> dict[str, float]:
+        raise NotImplementedError
+
+    def metric_key(self, metric: str) -> str:
+        return f"{self.name}/{metric}"

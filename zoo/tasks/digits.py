@@ -1,0 +1,100 @@
+"""`digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 images), a fixed
+60/20/20 train/val/test split, accuracy. `digits:0-4` or `digits:1,3,7` keep a class
+subset (labels stay 0-9)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ZooError
+from . import register_task
+from .base import Task
+
+SPLIT_SEED = 0
+
+
+@lru_cache(maxsize=1)
+def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """(images N x 1 x 8 x 8 in [-1, 1], labels N), in a fixed shuffled order."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
+    y = torch.tensor(d.target, dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    return x[perm], y[perm]
+
+
+def parse_classes(variant: str | None) -> tuple[int, ...]:
+    if not variant:
+        return tuple(range(10))
+    classes: set[int] = set()
+    try:
+        for part in variant.split(","):
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-"))
+                classes.update(range(lo, hi + 1))
+            else:
+                classes.add(int(part))
+    except ValueError:
+        raise ZooError(f"digits:{variant}: classes must look like 0-4 or 1,3,7") from None
+    if not classes or min(classes) < 0 or max(classes) > 9:
+        raise ZooError(f"digits:{variant}: classes must be within 0-9")
+    return tuple(sorted(classes))
+
+
+class Digits(Task):
+    modality = "vision"
+    primary = "accuracy"
+
+    def __init__(self, variant: str | None = None):
+        self.classes = parse_classes(variant)
+        self.name = "digits" if variant is None else f"digits:{variant}"
+
+    def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = load_digits()
+        n = len(y)
+        bounds = {"train": (0, int(0.6 * n)), "val": (int(0.6 * n), int(0.8 * n)), "test": (int(0.8 * n), n)}
+        if which not in bounds:
+            raise ZooError(f"unknown split {which!r} (train, val, test)")
+        lo, hi = bounds[which]
+        x, y = x[lo:hi], y[lo:hi]
+        keep = torch.isin(y, torch.tensor(self.classes))
+        return x[keep], y[keep]
+
+    def check(self, family, config: dict) -> None:
+        super().check(family, config)
+        if config.get("num_labels", len(config.get("id2label") or {}) or 10) < 10:
+            raise ZooError(f"{self.name}: the model has fewer than 10 labels")
+
+    @staticmethod
+    def fit(x: torch.Tensor, config: dict) -> torch.Tensor:
+        """Resize 8x8 grey images to the model's image size and channels."""
+        size, ch = config.get("image_size", 8), config.get("num_channels", 1)
+        if size != 8:
+            x = F.interpolate(x, size=(size, size), mode="nearest")
+        return x.expand(-1, ch, -1, -1) if ch != 1 else x
+
+    def train_batches(self, config: dict, batch_size: int, generator: torch.Generator) -> Iterator[dict[str, Any]]:
+        x, y = self.split("train")
+        x = self.fit(x, config)
+        while True:
+            idx = torch.randint(0, len(y), (batch_size,), generator=generator)
+            yield {"pixel_values": x[idx], "labels": y[idx]}
+
+    def loss(self, model, batch: dict[str, Any]) -> torch.Tensor:
+        logits = model(pixel_values=batch["pixel_values"]).logits
+        return F.cross_entropy(logits, batch["labels"])
+
+    @torch.no_grad()
+    def evaluate(self, model, config: dict, split: str = "test") -> dict[str, float]:
+        x, y = self.split(split)
+        logits = torch.cat([model(pixel_values=self.fit(x[i : i + 256], config)).logits for i in range(0, len(y), 256)])
+        return {"accuracy": (logits.argmax(-1) == y).float().mean().item(),
+                "loss": F.cross_entropy(logits, y).item()}
+
+
+register_task("digits", Digits)

@@ -1,0 +1,178 @@
+"""Making real small zoos: `init.random` (a new model of a family and size),
+`train.finetune` (brief training on a task, under accelerate), and evaluation that stores
+its metrics on the catalog entry."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+from pydantic import Field
+
+from .catalog import Catalog, Parent
+from .checkpoint import WEIGHT_INDEXES
+from .errors import ZooError
+from .families import family_of, get_family
+from .registry import Operator, OperatorParams, register
+from .runner import OperatorCall, OperatorOutput, RunResult, run_operator
+from .tasks import get_task
+from .writer import specs_from_tensors
+
+# Small shapes for demos and tests: ViT-Ti/S/B proportions (3/6/12 heads of 8) on 8x8
+# digits, and byte-level language models.
+PRESETS: dict[str, dict[str, Any]] = {
+    "vit-ti": dict(family="vit", hidden_size=24, num_hidden_layers=4, num_attention_heads=3, intermediate_size=96,
+                   image_size=8, patch_size=2, num_channels=1, num_labels=10),
+    "vit-s": dict(family="vit", hidden_size=48, num_hidden_layers=4, num_attention_heads=6, intermediate_size=192,
+                  image_size=8, patch_size=2, num_channels=1, num_labels=10),
+    "vit-b": dict(family="vit", hidden_size=96, num_hidden_layers=4, num_attention_heads=12, intermediate_size=384,
+                  image_size=8, patch_size=2, num_channels=1, num_labels=10),
+    "gpt2-tiny": dict(family="gpt2", n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=128,
+                      bos_token_id=0, eos_token_id=0),
+    "llama-tiny": dict(family="llama", hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, vocab_size=256, max_position_embeddings=128,
+                       tie_word_embeddings=False),
+    "bert-tiny": dict(family="bert", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      intermediate_size=128, vocab_size=256, max_position_embeddings=128),
+}
+
+
+class InitParams(OperatorParams):
+    family: str = Field(..., description="vit, gpt2, llama or bert")
+    config: dict[str, Any] = Field(default_factory=dict, description="transformers config fields")
+    seed: int = 0
+
+
+def _init(call: OperatorCall) -> OperatorOutput:
+    p: InitParams = call.params
+    fam = get_family(p.family)
+    torch.manual_seed(p.seed)
+    model = fam.build({**p.config, "architectures": [fam.architectures[0]]})
+    return OperatorOutput(_write_model(call, model, fam.architectures[0]))
+
+
+def _write_model(call: OperatorCall, model, architecture: str, side_from=None) -> Any:
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
+             if not (k.endswith("lm_head.weight") and model.config.tie_word_embeddings)}
+    config = {**model.config.to_dict(), "architectures": [architecture]}
+    side = {}
+    if side_from is not None:
+        side = {rel: side_from.root / rel for rel in side_from.side_files
+                if rel not in WEIGHT_INDEXES | {"config.json", "README.md"}}
+    with call.writer(specs_from_tensors(state), config=config, side_files=side) as w:
+        for k, v in state.items():
+            w.write(k, v)
+    return w.result
+
+
+class TrainParams(OperatorParams):
+    task: str = Field(..., description="digits, digits:0-4, pytext, ...")
+    steps: int = Field(100, ge=1)
+    lr: float = 1e-3
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    schedule: str = Field("constant", description="constant, cosine or lemon")
+    warmup_steps: int = 0
+    seed: int = 0
+
+
+def lr_schedule(p: TrainParams) -> Callable[[int], float]:
+    import math
+
+    if p.schedule == "constant":
+        return lambda s: p.lr * min(1.0, (s + 1) / p.warmup_steps) if p.warmup_steps else p.lr
+    if p.schedule == "cosine":
+        return lambda s: p.lr * (min(1.0, (s + 1) / p.warmup_steps) if s < p.warmup_steps else
+                                 0.5 * (1 + math.cos(math.pi * (s - p.warmup_steps) / max(1, p.steps - p.warmup_steps))))
+    if p.schedule == "lemon":
+        from importlib import import_module
+
+        return import_module("generators.lemon").schedule(p.steps, p.lr, warmup_steps=p.warmup_steps)
+    raise ZooError(f"unknown schedule {p.schedule!r} (constant, cosine, lemon)")
+
+
+def train_model(model, task, config: dict, p: TrainParams, progress=None, log: Callable[[int, float], None] | None = None):
+    """The training loop, under accelerate (CPU, one GPU, or many, with no code change)."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(p.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    model, opt = accelerator.prepare(model, opt)
+    schedule = lr_schedule(p)
+    batches = task.train_batches(config, p.batch_size, torch.Generator().manual_seed(p.seed))
+    model.train()
+    losses = []
+    for step in range(p.steps):
+        for group in opt.param_groups:
+            group["lr"] = schedule(step)
+        batch = {k: v.to(accelerator.device) for k, v in next(batches).items()}
+        loss = task.loss(model, batch)
+        accelerator.backward(loss)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if log is not None:
+            log(step, losses[-1])
+        if progress is not None:
+            progress(1)
+    model = accelerator.unwrap_model(model).eval()
+    return model, losses
+
+
+def _train(call: OperatorCall) -> OperatorOutput:
+    p: TrainParams = call.params
+    ckpt = call.checkpoint(0)
+    fam, config = family_of(ckpt)
+    task = get_task(p.task)
+    task.check(fam, config)
+    model = fam.load(ckpt).float()
+    if call.progress is not None and hasattr(call.progress, "set_total"):
+        call.progress.set_total(p.steps)
+    t0 = time.perf_counter()
+    model, losses = train_model(model, task, config, p, call.progress)
+    tail = losses[-10:]
+    metrics = {task.metric_key("train_loss"): sum(tail) / len(tail)}
+    metrics.update({task.metric_key(k): v for k, v in task.evaluate(model, config).items()})
+    metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
+    dtype = getattr(torch, ckpt.dtype or "float32")
+    model = model.to(dtype)
+    arch = (config.get("architectures") or [fam.architectures[0]])[0]
+    return OperatorOutput(_write_model(call, model, arch, side_from=ckpt), metrics=metrics)
+
+
+register(Operator("init.random", "1", InitParams, _init, "a new, randomly initialised model of a family"))
+register(Operator("train.finetune", "1", TrainParams, _train, "brief training on a task (AdamW, under accelerate)",
+                  relation="finetune"))
+
+
+def new_model(catalog: Catalog, preset_or_family: str, name: str | None = None, seed: int = 0,
+              **overrides: Any) -> RunResult:
+    """A random-init model from a preset (vit-ti, gpt2-tiny, ...) or a family + config fields."""
+    if preset_or_family in PRESETS:
+        cfg = dict(PRESETS[preset_or_family])
+        family = cfg.pop("family")
+    else:
+        family, cfg = preset_or_family, {}
+        get_family(family)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return run_operator(catalog, "init.random", [], {"family": family, "config": cfg, "seed": seed},
+                        name or f"{preset_or_family}-s{seed}")
+
+
+def train(catalog: Catalog, ref: str | int, task: str, out: str | None = None, progress=None, **params: Any) -> RunResult:
+    return run_operator(catalog, "train.finetune", [Parent(ref, "base")], {"task": task, **params}, out,
+                        progress=progress)
+
+
+def evaluate(catalog: Catalog, ref: str | int, task_spec: str, split: str = "test") -> dict[str, float]:
+    """Run a task's evaluation and store the metrics on the entry (as 'task/metric')."""
+    ckpt = catalog.open(ref)
+    fam, config = family_of(ckpt)
+    task = get_task(task_spec)
+    task.check(fam, config)
+    model = fam.load(ckpt).float()
+    metrics = {task.metric_key(k if split == "test" else f"{split}_{k}"): v
+               for k, v in task.evaluate(model, config, split).items()}
+    catalog.set_metrics(ref, metrics)
+    return metrics
