@@ -98,14 +98,18 @@ def split(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, mode: str
         out[real] = target[index[real]] / counts[index[real]].view(-1, *([1] * (units.dim() - 1))).to(t.dtype)
     else:
         scale = units.float().std().item() if units.numel() > 1 else 1.0
-        out = (torch.randn((len(index), *units.shape[1:]), generator=g) * (scale if scale > 0 else 1.0)).to(t.dtype)
+        scale = scale if scale > 0 else 1.0
+        out = torch.empty((len(index), *units.shape[1:]), dtype=t.dtype)
         last = torch.full((n_old,), -1, dtype=torch.long)
         positions = torch.arange(len(index))
         last.scatter_reduce_(0, index[real], positions[real], reduce="amax")
-        is_last = torch.zeros(len(index), dtype=torch.bool)
-        is_last[last] = True
-        free = real & ~is_last
-        drawn = torch.zeros_like(target).index_add_(0, index[free], out[free])
+        random_pos = torch.ones(len(index), dtype=torch.bool)
+        random_pos[last] = False  # every position but each unit's last copy is drawn at random
+        drawn_at = random_pos.nonzero().flatten()
+        if len(drawn_at):
+            out[drawn_at] = (torch.randn((len(drawn_at), *units.shape[1:]), generator=g) * scale).to(t.dtype)
+        free = real & random_pos
+        drawn = torch.zeros_like(target).index_add_(0, index[free], out[free]) if free.any() else 0
         out[last] = target - drawn
     return out.reshape(-1, *x.shape[1:]).movedim(0, axis)
 

@@ -130,3 +130,22 @@ def test_task_family_mismatch_is_one_line(tmp_path, capsys, monkeypatch):
     assert "vocab_size >= 256" in capsys.readouterr().err
     assert main(["eval", "v", "--task", "digits", "--json"]) == 0
     assert "digits/accuracy" in json.loads(capsys.readouterr().out)
+
+
+def test_users_register_their_own_task(catalog):
+    """A custom task plugs into eval through the Python API."""
+    from zoo.tasks import Task, register_task
+
+    class Constant(Task):
+        modality, primary, name = "vision", "score", "constant"
+
+        def __init__(self, variant=None):
+            self.value = float(variant or 1)
+
+        def evaluate(self, model, config, split="test"):
+            return {"score": self.value}
+
+    register_task("constant", Constant)
+    vit = new_model(catalog, "vit-ti", "v").entry
+    assert evaluate(catalog, vit.id, "constant:0.25") == {"constant/score": 0.25}
+    assert catalog.get(vit.id).metrics == {"constant/score": 0.25}

@@ -91,8 +91,10 @@ def lr_schedule(p: TrainParams) -> Callable[[int], float]:
     raise ZooError(f"unknown schedule {p.schedule!r} (constant, cosine, lemon)")
 
 
-def train_model(model, task, config: dict, p: TrainParams, progress=None, log: Callable[[int, float], None] | None = None):
-    """The training loop, under accelerate (CPU, one GPU, or many, with no code change)."""
+def train_model(model, task, config: dict, p: TrainParams, progress=None,
+                log: Callable[[int, float, Any], None] | None = None):
+    """The training loop, under accelerate (CPU, one GPU, or many, with no code change).
+    `log(step, loss, model)` is called after every step (e.g. to evaluate now and then)."""
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -113,7 +115,7 @@ def train_model(model, task, config: dict, p: TrainParams, progress=None, log: C
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if log is not None:
-            log(step, losses[-1])
+            log(step, losses[-1], model)
         if progress is not None:
             progress(1)
     model = accelerator.unwrap_model(model).eval()
