@@ -208,7 +208,9 @@ def main(argv=None) -> int:
               f"[goal <= 50%: {'PASS' if t['ratio'] is not None and t['ratio'] <= 0.5 else 'MISS'}]")
         plot(t, args.out / "lemon_vs_scratch.png")
         print(f"  plot: {args.out / 'lemon_vs_scratch.png'}")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    path = args.out / "results.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**previous, **results}, indent=2))  # a partial run keeps the other part
     print(f"results: {args.out / 'results.json'}")
     return 0
 

@@ -30,8 +30,9 @@ What it measures, and why:
    one bfloat16 ulp of the larger magnitude (|a-b| > 2**(floor(log2(max(|a|,|b|)))-7)).
    Zero means "equal within bfloat16 rounding". Our math runs in float32 while mergekit
    (dtype bfloat16) computes the deltas in bfloat16, and TIES' magnitude threshold is
-   then taken over differently rounded values (mergekit also breaks argsort ties
-   arbitrarily, we keep every element tied with the threshold), so some elements near the
+   then taken over differently rounded values (both keep exactly k per tensor, but
+   mergekit breaks ties at the threshold arbitrarily, we in order of position), so some
+   elements near the
    TIES threshold are kept by one tool and dropped by the other: for TIES the fraction of
    elements where exactly one side moved away from the base is reported as well.
 
@@ -601,9 +602,10 @@ def print_report(results: dict) -> None:
                 kinds = ", ".join(f"{k} {v:.3%}" for k, v in c["beyond_1ulp_by_kind"].items())
                 print(f"    beyond 1 ulp by tensor kind: {kinds}; largest difference in {c['max_abs_diff_tensor']}")
         if any(m == "ties" and not c["equal_within_bf16_rounding"] for m, c in cmp_rows):
-            print("  note: TIES differences come from the magnitude threshold: our deltas are float32 (exact) and we"
-                  " keep every element tied with the threshold, mergekit's are bfloat16-rounded and its argsort"
-                  " breaks ties arbitrarily; elements at the boundary are kept by one tool and dropped by the other.")
+            print("  note: TIES differences come from the magnitude threshold: our deltas are float32 (exact),"
+                  " mergekit's are bfloat16-rounded, and ties at the threshold are broken differently (ours in"
+                  " order of position, mergekit's argsort arbitrarily); elements at the boundary are kept by one"
+                  " tool and dropped by the other.")
 
 
 def memory_touch_probe(gib: float = 1.0) -> dict:

@@ -3,7 +3,8 @@ write, and the `expand.*` operators (LEMON and the bert2bert / Net2Net baselines
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import torch
 from pydantic import Field
@@ -126,25 +127,36 @@ def _generator(seed: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
-def run_expansion(ckpt: Checkpoint, plan: ExpansionPlan, seed: int, open_writer, progress=None):
+def run_expansion(ckpt: Checkpoint, plan: ExpansionPlan, seed: int, open_writer, progress=None, workers: int = 2):
+    from zoo.memory import tune_allocator
+
+    tune_allocator()
     maps = build_maps(plan.src, plan.dst, plan.recipe)
     config = expanded_config(plan)
     side = {rel: ckpt.root / rel for rel in ckpt.side_files if rel not in WEIGHT_INDEXES | {"config.json", "README.md"}}
     writer = open_writer(plan.specs, config=config, side_files=side)
     if progress is not None and hasattr(progress, "set_total"):
         progress.set_total(len(plan.outputs))
-    with writer:
-        for out_name, src_name, role, is_new in plan.outputs:
-            t = ckpt.get(plan.synthesized.get(src_name, src_name))
-            compute = torch.float64 if t.dtype == torch.float64 else torch.float32
-            if t.is_floating_point():
-                t = t.to(compute)
-            plan.recipe.generator = _generator(seed, out_name)
-            zero_output = is_new and plan.recipe.depth == "zero_output"
-            out = expand_tensor(t, role, out_name, maps, plan.recipe, zero_output=zero_output) if t.is_floating_point() else t
-            writer.write(out_name, out)
-            if progress is not None:
-                progress(1)
+    def work(item) -> None:
+        out_name, src_name, role, is_new = item
+        t = ckpt.get(plan.synthesized.get(src_name, src_name))
+        if t.is_floating_point():
+            t = t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
+            recipe = replace(plan.recipe, generator=_generator(seed, out_name))  # per tensor: any thread order
+            zero_output = is_new and recipe.depth == "zero_output"
+            t = expand_tensor(t, role, out_name, maps, recipe, zero_output=zero_output)
+        writer.write(out_name, t)
+        if progress is not None:
+            progress(1)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // workers))
+    try:
+        with writer, ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(work, plan.outputs):
+                pass
+    finally:
+        torch.set_num_threads(threads)
     return writer
 
 

@@ -59,59 +59,125 @@ def lemon_stream_map(d_old: int, d_new: int) -> torch.Tensor:
     return torch.cat([torch.arange(d_old).repeat(k), torch.full((d_new - k * d_old,), FILL)])
 
 
-def _moveaxis(t: torch.Tensor, axis: int) -> torch.Tensor:
-    return t.movedim(axis, 0)
+def _elements(index: torch.Tensor, group: int) -> torch.Tensor:
+    """Unit map -> element map along an axis of `group` elements per unit (FILL stays FILL)."""
+    if group == 1:
+        return index
+    elem = index[:, None] * group + torch.arange(group)
+    elem[index == FILL] = FILL
+    return elem.flatten()
+
+
+def _take(t: torch.Tensor, axis: int, elem: torch.Tensor) -> torch.Tensor:
+    """t's slices along `axis` at positions `elem` (FILL -> zeros). Maps made of a few
+    contiguous runs (LEMON's and circular maps are) are copied run by run, which is much
+    faster than an element gather along an inner axis."""
+    breaks = (torch.diff(elem) != 1).nonzero().flatten() + 1
+    bounds = [0, *breaks.tolist(), len(elem)]
+    if len(bounds) > 66:
+        out = torch.index_select(t, axis, elem.clamp(min=0))
+        holes = (elem == FILL).nonzero().flatten()
+        return out.index_fill_(axis, holes, 0) if len(holes) else out
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        start = int(elem[a])
+        if start == FILL:
+            shape = list(t.shape)
+            shape[axis] = b - a
+            parts.append(torch.zeros(shape, dtype=t.dtype))
+        else:
+            parts.append(t.narrow(axis, start, b - a))
+    return torch.cat(parts, dim=axis) if len(parts) > 1 else parts[0].clone()
+
+
+def _runs(elem: torch.Tensor) -> list[tuple[int, int]]:
+    """(position, length) of the runs of consecutive positions in a sorted index vector."""
+    if len(elem) == 0:
+        return []
+    breaks = (torch.diff(elem) != 1).nonzero().flatten() + 1
+    bounds = [0, *breaks.tolist(), len(elem)]
+    return [(int(elem[a]), b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _put(out: torch.Tensor, axis: int, positions: torch.Tensor, values: torch.Tensor) -> None:
+    """out[..., positions, ...] = values along `axis`, run by run when positions are few runs."""
+    runs = _runs(positions)
+    if len(runs) > 64:
+        out.index_copy_(axis, positions, values)
+        return
+    done = 0
+    for start, length in runs:
+        out.narrow(axis, start, length).copy_(values.narrow(axis, done, length))
+        done += length
+
+
+def _scale(t: torch.Tensor) -> float:
+    """Spread of a tensor's values (from a strided sample), for the random draws."""
+    sample = t.reshape(-1)[:: max(1, t.numel() // 65536)].float()
+    s = sample.std().item() if sample.numel() > 1 else 1.0
+    return s if s > 0 else 1.0
 
 
 def gather(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, fill: str) -> torch.Tensor:
     """Produce side: position j copies unit index[j] (groups of `group` elements, e.g. a
     head's head_dim rows); FILL positions get the mean over units, or zeros."""
-    x = _moveaxis(t, axis)
-    units = x.reshape(x.shape[0] // group, group, *x.shape[1:])
-    safe = index.clamp(min=0)
-    out = units[safe]
-    holes = index == FILL
-    if holes.any():
+    elem = _elements(index, group)
+    out = _take(t, axis, elem)
+    holes = (elem == FILL).nonzero().flatten()
+    if len(holes):
         if fill == "mean":
-            out[holes] = units.mean(dim=0, keepdim=True).to(out.dtype).expand_as(out[holes])
-        else:
-            out[holes] = 0
-    return out.reshape(-1, *x.shape[1:]).movedim(0, axis)
+            mean = t.mean(dim=axis, keepdim=True)
+            out.index_copy_(axis, holes, mean.expand(*[len(holes) if d == axis else n for d, n in enumerate(out.shape)]))
+    return out
 
 
 def split(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, mode: str, g: torch.Generator,
           zero_sum: bool = False) -> torch.Tensor:
     """Consume side: the copies of each source unit share its fan-in so they sum to the
     original (or to zero, for LEMON's new identity blocks). mode 'equal' divides evenly;
-    'random' draws all but one copy at random and gives the last the remainder. FILL
-    positions read zeros, so they get random (LEMON) or zero (others) weights."""
-    x = _moveaxis(t, axis)
-    units = x.reshape(x.shape[0] // group, group, *x.shape[1:])
-    n_old = units.shape[0]
+    'random' draws all but the last copy at random and gives the last the remainder. FILL
+    positions read zeros, so they get random (LEMON) or zero (others) weights.
+
+    One gather does the bulk; only the few positions that are drawn are touched again."""
+    n_old = t.shape[axis] // group
     real = index >= 0
     counts = torch.bincount(index[real], minlength=n_old)
     if (counts == 0).any():
         raise ZooError("expansion dropped a source unit (target narrower than source?)")
-    target = torch.zeros_like(units) if zero_sum else units
+    elem = _elements(index, group)
     if mode == "equal":
-        out = torch.zeros((len(index), *units.shape[1:]), dtype=t.dtype)
-        out[real] = target[index[real]] / counts[index[real]].view(-1, *([1] * (units.dim() - 1))).to(t.dtype)
-    else:
-        scale = units.float().std().item() if units.numel() > 1 else 1.0
-        scale = scale if scale > 0 else 1.0
-        out = torch.empty((len(index), *units.shape[1:]), dtype=t.dtype)
-        last = torch.full((n_old,), -1, dtype=torch.long)
-        positions = torch.arange(len(index))
-        last.scatter_reduce_(0, index[real], positions[real], reduce="amax")
-        random_pos = torch.ones(len(index), dtype=torch.bool)
-        random_pos[last] = False  # every position but each unit's last copy is drawn at random
-        drawn_at = random_pos.nonzero().flatten()
-        if len(drawn_at):
-            out[drawn_at] = (torch.randn((len(drawn_at), *units.shape[1:]), generator=g) * scale).to(t.dtype)
-        free = real & random_pos
-        drawn = torch.zeros_like(target).index_add_(0, index[free], out[free]) if free.any() else 0
-        out[last] = target - drawn
-    return out.reshape(-1, *x.shape[1:]).movedim(0, axis)
+        per_elem = counts.repeat_interleave(group).to(t.dtype)
+        if zero_sum:
+            shape = list(t.shape)
+            shape[axis] = len(elem)
+            return torch.zeros(shape, dtype=t.dtype)
+        div = per_elem[elem.clamp(min=0)]
+        shape = [1] * t.dim()
+        shape[axis] = -1
+        return _take(t, axis, elem).div_(div.view(shape))  # FILL positions stay 0
+    # the last copy of each unit takes the remainder; every other position is drawn
+    positions = torch.arange(len(index))
+    last = torch.full((n_old,), -1, dtype=torch.long).scatter_reduce_(0, index[real], positions[real], reduce="amax")
+    drawn_units = torch.ones(len(index), dtype=torch.bool)
+    drawn_units[last] = False
+    drawn = _elements(positions[drawn_units], group) if group > 1 else positions[drawn_units]
+    base = torch.zeros_like(t) if zero_sum else t
+    out = _take(base, axis, elem)
+    if len(drawn):
+        shape = list(out.shape)
+        shape[axis] = len(drawn)
+        noise = torch.randn(shape, generator=g, dtype=t.dtype).mul_(_scale(t))
+        _put(out, axis, drawn, noise)
+        copied = drawn_units & real  # drawn copies of real units: their sum comes off the last copy
+        if copied.any():
+            src_pos = positions[copied]
+            src_elem = _elements(src_pos, group) if group > 1 else src_pos
+            noise_of = torch.index_select(out, axis, src_elem)
+            owed = torch.zeros_like(base).index_add_(axis, _elements(index[copied], group) if group > 1
+                                                     else index[copied], noise_of)
+            last_elem = _elements(last, group) if group > 1 else last
+            out.index_add_(axis, last_elem, owed.neg_())
+    return out
 
 
 def expand_norm(t: torch.Tensor, is_bias: bool, maps: Maps, recipe: Recipe) -> torch.Tensor:
