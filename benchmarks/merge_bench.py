@@ -51,7 +51,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
 from datetime import datetime, timezone
@@ -412,7 +411,7 @@ def bench_method(method: str, work: Path, inputs: dict, repeats: int, skip_merge
         out["speedup_including_indexing"] = mk["s"] / (ours["s"] + ours["index_s"])
         rss_ratio = mk["peak_rss"] / ours["peak_rss"] if mk["peak_rss"] and ours["peak_rss"] else None
         out.update(mergekit=mk, speedup=speedup, rss_ratio=rss_ratio)
-        print(f"  comparing outputs tensor by tensor ... ", end="", flush=True)
+        print("  comparing outputs tensor by tensor ... ", end="", flush=True)
         t0 = time.perf_counter()
         out["compare"] = compare(ours_path, mk_out, inputs["paths"], method)
         print(f"{time.perf_counter() - t0:.1f} s", flush=True)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import yaml
-
 from zoo.catalog import Catalog
+from zoo.console import parse_assignments
 from zoo.errors import ZooError
 
 from . import mergekit_config
@@ -14,17 +13,8 @@ from .operator import run_merge
 
 
 def parse_sets(sets: Sequence[str]) -> dict[str, Any]:
-    """['density=0.5', 'weight=[0.2, 0.8]'] -> {'density': 0.5, 'weight': [0.2, 0.8]} (YAML values)."""
-    out = {}
-    for item in sets:
-        if "=" not in item:
-            raise ZooError(f"--set {item!r} is not KEY=VALUE")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ZooError(f"--set {item!r}: cannot read the value") from None
-    return out
+    """--set KEY=VALUE flags -> method parameters."""
+    return parse_assignments(list(sets), "--set")
 
 
 def merge_command(catalog: Catalog, config: str | None, method: str | None, base: str | None,

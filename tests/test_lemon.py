@@ -8,7 +8,7 @@ from transformers import (BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, Ll
                           ViTConfig, ViTForImageClassification)
 
 from generators.expansion import FILL, depth_plan, lemon_stream_map, split
-from zoo import Checkpoint, Parent
+from zoo import Parent
 from zoo.errors import ZooError
 from zoo.families import family_of
 from zoo.runner import run_operator

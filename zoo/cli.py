@@ -5,11 +5,9 @@ Every error a user can cause prints one line (`error: ...`) and exits non-zero;
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import click
 import typer

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from .cli import app, catalog, catalog_target
-from .console import byte_progress, err, human_bytes, human_count, out, print_json
+from .console import byte_progress, err, human_bytes, human_count, out, parse_assignments, print_json
 from .console import out as out_console
 from .errors import ZooError
 
@@ -289,18 +289,9 @@ def tag(ref: str = typer.Argument(...), tags: List[str] = typer.Argument(..., he
 
 @app.command()
 def metric(ref: str = typer.Argument(...),
-           values: List[str] = typer.Argument(..., help="KEY=VALUE pairs; VALUE is parsed as JSON when it can be.")) -> None:
+           values: List[str] = typer.Argument(..., help="KEY=VALUE pairs; values are read as YAML/JSON (numbers, lists) when they can be.")) -> None:
     """Record free-form metrics on a model (e.g. zoo metric m acc=0.93 task=digits)."""
-    parsed = {}
-    for kv in values:
-        if "=" not in kv:
-            raise ZooError(f"{kv!r} is not KEY=VALUE")
-        k, v = kv.split("=", 1)
-        try:
-            parsed[k] = json.loads(v)
-        except json.JSONDecodeError:
-            parsed[k] = v
-    now = catalog().set_metrics(ref, parsed)
+    now = catalog().set_metrics(ref, parse_assignments(values, "metric"))
     out.print(f"{catalog().get(ref).ref}: metrics = {json.dumps(now)}")
 
 
@@ -438,17 +429,9 @@ def new_cmd(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name [default: PRESET-sSEED]."),
 ) -> None:
     """Create a new, randomly initialised model (to train with `zoo train`)."""
-    import yaml
-
     from .training import new_model
 
-    overrides = {}
-    for item in set_:
-        if "=" not in item:
-            raise ZooError(f"--set {item!r} is not KEY=VALUE")
-        k, v = item.split("=", 1)
-        overrides[k] = yaml.safe_load(v)
-    r = new_model(catalog(), preset, out, seed, **overrides)
+    r = new_model(catalog(), preset, out, seed, **parse_assignments(set_, "--set"))
     e = r.entry
     verb = "reused" if r.reused else "created"
     out_console.print(f"{verb} [bold]{e.ref}[/bold]  {e.family}  {human_count(e.num_params)} params")

@@ -31,6 +31,25 @@ def human_count(n: int | None) -> str:
     return str(n)
 
 
+def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
+    """['density=0.5', 'weights=[1, 2]', 'task=digits'] -> values read as YAML (so numbers,
+    lists, booleans and JSON come back typed; anything else stays a string)."""
+    import yaml
+
+    from .errors import ZooError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ZooError(f"{flag} {item!r} is not KEY=VALUE")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
 def print_json(data: Any) -> None:
     """Stable machine output on stdout: UTF-8 JSON, keys in their documented order
     (orjson: 100,000 catalog rows serialise in tens of milliseconds)."""

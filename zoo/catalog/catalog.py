@@ -9,25 +9,24 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from ..checkpoint import Checkpoint
 from ..detect import detect_family
-from ..errors import CatalogError, NotFoundError, RefusedError, ZooError
+from ..errors import NotFoundError, RefusedError, ZooError
 from ..hashing import Progress, combined_digest, sha256_file, sha256_files
-from ..writer import WrittenCheckpoint, WrittenFile, atomic_folder, copy_files, save_tensors
+from ..writer import WrittenCheckpoint, copy_files, save_tensors
 from .db import init_schema, make_engine, resolve_url, sqlite_path
 from .reader import ls_rows, walk_ids
 from .records import edge_row, file_row, model_row, run_row
-from .tables import LineageEdge, ModelEntry, ModelFile, ModelTag, Run, utcnow
+from .tables import LineageEdge, ModelEntry, ModelFile, ModelTag, Run
 
 _REF = re.compile(r"^(?P<name>.+)@(?P<version>\d+)$")
 NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")

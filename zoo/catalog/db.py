@@ -7,7 +7,6 @@ BEGIN IMMEDIATE so that concurrent writers queue for the lock instead of failing
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url

@@ -67,7 +67,9 @@ class Family:
     norm: str = "pre_ln"  # "pre_ln", "post_ln" or "rms"
     modality: str = "language"  # "language" or "vision": which built-in tasks fit
     eps_key: str = "layer_norm_eps"
-    architectures: tuple[str, ...] = ()
+    eps_default: float = 1e-5
+    config_class: str = ""  # the transformers config class
+    architectures: tuple[str, ...] = ()  # the first is the default
     _layer_re: re.Pattern = re.compile(r"")
 
     # --- detection and facts -------------------------------------------------------------
@@ -76,7 +78,9 @@ class Family:
         return bool(config) and config.get("model_type") == cls.name
 
     def widths(self, config: dict) -> Widths:
-        raise NotImplementedError
+        """From transformers' usual config keys (families with other keys override)."""
+        hidden, heads = config["hidden_size"], config["num_attention_heads"]
+        return Widths(hidden, heads, heads, hidden // heads, config["intermediate_size"], config["num_hidden_layers"])
 
     def role(self, name: str, config: dict) -> TensorRole | None:
         """The role of a tensor, or None if this family does not know it."""
@@ -92,6 +96,15 @@ class Family:
                            f"({len(unknown)} unknown); this checkpoint has parts the {self.name} adapter does not cover")
         return out
 
+    def layer_role(self, name: str, table: dict[str, TensorRole]) -> TensorRole | None:
+        """The role of a tensor inside the layer stack, from a table keyed by the name's
+        suffix after the layer index (None outside the stack or for unknown suffixes)."""
+        m = self._layer_re.search(name)
+        if not m:
+            return None
+        r = table.get(name[m.end():])
+        return TensorRole(r.axes, int(m.group(1)), r.block_output, r.kind or name[m.end():]) if r else None
+
     def layer_of(self, name: str) -> int | None:
         m = self._layer_re.search(name)
         return int(m.group(1)) if m else None
@@ -104,15 +117,26 @@ class Family:
 
     # --- configs -------------------------------------------------------------------------
     def resized_config(self, config: dict, w: Widths, eps_scale: float = 1.0) -> dict:
-        raise NotImplementedError
+        """The config for new sizes (transformers' usual key names; families differ override)."""
+        out = dict(config)
+        out.update(hidden_size=w.hidden, num_attention_heads=w.heads, intermediate_size=w.intermediate,
+                   num_hidden_layers=w.layers)
+        out[self.eps_key] = self.eps(config) * eps_scale
+        return out
 
     def eps(self, config: dict) -> float:
-        return float(config.get(self.eps_key, 1e-5))
+        return float(config.get(self.eps_key, self.eps_default))
 
     # --- running ---------------------------------------------------------------------------
     def build(self, config: dict) -> "nn.Module":
-        """A randomly initialised model for this config (eval mode)."""
-        raise NotImplementedError
+        """A randomly initialised model for this config (eval mode), of the config's
+        architecture when the family knows it, else the family's first."""
+        import transformers
+
+        arch = (config.get("architectures") or [self.architectures[0]])[0]
+        cls = getattr(transformers, arch if arch in self.architectures else self.architectures[0])
+        fields = {k: v for k, v in config.items() if k not in ("architectures", "model_type")}
+        return cls(getattr(transformers, self.config_class)(**fields)).eval()
 
     def load(self, ckpt: "Checkpoint") -> "nn.Module":
         """The model with the checkpoint's weights, in eval mode. Hugging Face folders load

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from .base import Axis, Family, TensorRole, Widths
+from .base import Axis, Family, TensorRole
 
 A = Axis
 
@@ -12,6 +12,8 @@ class BertFamily(Family):
     name = "bert"
     norm = "post_ln"
     eps_key = "layer_norm_eps"
+    eps_default = 1e-12
+    config_class = "BertConfig"
     architectures = ("BertModel", "BertForSequenceClassification", "BertForMaskedLM")
     _layer_re = re.compile(r"layer\.(\d+)\.")
 
@@ -34,16 +36,9 @@ class BertFamily(Family):
         "output.LayerNorm.bias": TensorRole((A.NORM,), kind="norm"),
     }
 
-    def widths(self, config: dict) -> Widths:
-        hidden, heads = config["hidden_size"], config["num_attention_heads"]
-        return Widths(hidden, heads, heads, hidden // heads, config["intermediate_size"], config["num_hidden_layers"])
-
     def role(self, name: str, config: dict) -> TensorRole | None:
-        layer = self.layer_of(name)
-        if layer is not None:
-            suffix = name[self._layer_re.search(name).end():]
-            r = self._ROLES.get(suffix)
-            return TensorRole(r.axes, layer, r.block_output, r.kind or suffix) if r else None
+        if self.layer_of(name) is not None:
+            return self.layer_role(name, self._ROLES)
         if name.endswith(("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")):
             return TensorRole((A.KEEP, A.RES_OUT), kind="embed_tokens" if "word" in name else "embed_positions")
         if name.endswith(("embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias",
@@ -64,24 +59,6 @@ class BertFamily(Family):
     def _tied(self, name: str, config: dict) -> bool:
         return name.endswith("predictions.decoder.weight") and config.get("tie_word_embeddings", True) or \
             name.endswith(("predictions.decoder.bias", "position_ids"))
-
-    def resized_config(self, config: dict, w: Widths, eps_scale: float = 1.0) -> dict:
-        out = dict(config)
-        out.update(hidden_size=w.hidden, num_attention_heads=w.heads, intermediate_size=w.intermediate,
-                   num_hidden_layers=w.layers)
-        out[self.eps_key] = self.eps(config) * eps_scale
-        return out
-
-    def eps(self, config: dict) -> float:
-        return float(config.get(self.eps_key, 1e-12))
-
-    def build(self, config: dict):
-        import transformers
-
-        arch = (config.get("architectures") or ["BertModel"])[0]
-        cls = getattr(transformers, arch if arch in self.architectures else "BertModel")
-        cfg = transformers.BertConfig(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
-        return cls(cfg).eval()
 
     def example_inputs(self, config: dict, batch: int, generator):
         import torch

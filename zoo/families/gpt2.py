@@ -12,6 +12,7 @@ class GPT2Family(Family):
     name = "gpt2"
     norm = "pre_ln"
     eps_key = "layer_norm_epsilon"
+    config_class = "GPT2Config"
     architectures = ("GPT2LMHeadModel", "GPT2Model")
     _layer_re = re.compile(r"(?:^|\.)h\.(\d+)\.")
 
@@ -35,11 +36,9 @@ class GPT2Family(Family):
     def role(self, name: str, config: dict) -> TensorRole | None:
         layer = self.layer_of(name)
         if layer is not None:
-            suffix = name[self._layer_re.search(name).end():]
-            if suffix.endswith((".attn.bias", ".masked_bias")) or suffix in ("attn.bias", "attn.masked_bias"):
+            if name.endswith((".attn.bias", ".attn.masked_bias")):  # causal-mask buffers of old checkpoints
                 return TensorRole((A.KEEP,) * 4, layer, kind="causal_mask")
-            r = self._ROLES.get(suffix)
-            return TensorRole(r.axes, layer, r.block_output, r.kind or suffix) if r else None
+            return self.layer_role(name, self._ROLES)
         if name.endswith("wte.weight"):
             return TensorRole((A.KEEP, A.RES_OUT), kind="embed_tokens")
         if name.endswith("wpe.weight"):
@@ -56,13 +55,6 @@ class GPT2Family(Family):
                    n_inner=None if w.intermediate == 4 * w.hidden else w.intermediate)
         out[self.eps_key] = self.eps(config) * eps_scale
         return out
-
-    def build(self, config: dict):
-        from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
-
-        cfg = GPT2Config(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
-        cls = GPT2Model if (config.get("architectures") or ["GPT2LMHeadModel"])[0] == "GPT2Model" else GPT2LMHeadModel
-        return cls(cfg).eval()
 
     def example_inputs(self, config: dict, batch: int, generator):
         import torch

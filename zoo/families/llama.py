@@ -12,6 +12,8 @@ class LlamaFamily(Family):
     name = "llama"
     norm = "rms"
     eps_key = "rms_norm_eps"
+    eps_default = 1e-6
+    config_class = "LlamaConfig"
     architectures = ("LlamaForCausalLM", "LlamaModel")
     _layer_re = re.compile(r"layers\.(\d+)\.")
 
@@ -31,10 +33,6 @@ class LlamaFamily(Family):
         "post_attention_layernorm.weight": TensorRole((A.NORM,), kind="norm"),
     }
 
-    @classmethod
-    def matches(cls, config, names):
-        return bool(config) and config.get("model_type") == "llama"
-
     def widths(self, config: dict) -> Widths:
         heads = config["num_attention_heads"]
         return Widths(hidden=config["hidden_size"], heads=heads, kv_heads=config.get("num_key_value_heads") or heads,
@@ -42,11 +40,8 @@ class LlamaFamily(Family):
                       intermediate=config["intermediate_size"], layers=config["num_hidden_layers"])
 
     def role(self, name: str, config: dict) -> TensorRole | None:
-        layer = self.layer_of(name)
-        if layer is not None:
-            suffix = name[self._layer_re.search(name).end():]
-            r = self._ROLES.get(suffix)
-            return TensorRole(r.axes, layer, r.block_output, r.kind or suffix) if r else None
+        if self.layer_of(name) is not None:
+            return self.layer_role(name, self._ROLES)
         if name.endswith("embed_tokens.weight"):
             return TensorRole((A.KEEP, A.RES_OUT), kind="embed_tokens")
         if name.endswith("norm.weight"):
@@ -62,16 +57,6 @@ class LlamaFamily(Family):
         out[self.eps_key] = self.eps(config) * eps_scale
         out.pop("layer_types", None)
         return out
-
-    def eps(self, config: dict) -> float:
-        return float(config.get(self.eps_key, 1e-6))
-
-    def build(self, config: dict):
-        from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
-
-        cfg = LlamaConfig(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
-        cls = LlamaModel if (config.get("architectures") or ["LlamaForCausalLM"])[0] == "LlamaModel" else LlamaForCausalLM
-        return cls(cfg).eval()
 
     def example_inputs(self, config: dict, batch: int, generator):
         import torch

@@ -6,7 +6,7 @@ import math
 import re
 
 from ..errors import ZooError
-from .base import Axis, Family, TensorRole, Widths
+from .base import Axis, Family, TensorRole
 
 A = Axis
 
@@ -59,19 +59,14 @@ class ViTFamily(Family):
     norm = "pre_ln"
     modality = "vision"
     eps_key = "layer_norm_eps"
+    eps_default = 1e-12
+    config_class = "ViTConfig"
     architectures = ("ViTForImageClassification", "ViTModel")
     _layer_re = re.compile(r"(?:layers|layer)\.(\d+)\.")
 
-    def widths(self, config: dict) -> Widths:
-        hidden, heads = config["hidden_size"], config["num_attention_heads"]
-        return Widths(hidden, heads, heads, hidden // heads, config["intermediate_size"], config["num_hidden_layers"])
-
     def role(self, name: str, config: dict) -> TensorRole | None:
-        layer = self.layer_of(name)
-        if layer is not None:
-            suffix = name[self._layer_re.search(name).end():]
-            r = _HF_LAYER.get(suffix)
-            return TensorRole(r.axes, layer, r.block_output, r.kind or suffix) if r else None
+        if self.layer_of(name) is not None:
+            return self.layer_role(name, _HF_LAYER)
         r = _embedding_role(name)
         if r:
             return r
@@ -86,24 +81,6 @@ class ViTFamily(Family):
         if name == "classifier.bias":
             return TensorRole((A.KEEP,), kind="head")
         return None
-
-    def resized_config(self, config: dict, w: Widths, eps_scale: float = 1.0) -> dict:
-        out = dict(config)
-        out.update(hidden_size=w.hidden, num_attention_heads=w.heads, intermediate_size=w.intermediate,
-                   num_hidden_layers=w.layers)
-        out[self.eps_key] = self.eps(config) * eps_scale
-        return out
-
-    def eps(self, config: dict) -> float:
-        return float(config.get(self.eps_key, 1e-12))
-
-    def build(self, config: dict):
-        import transformers
-
-        arch = (config.get("architectures") or ["ViTForImageClassification"])[0]
-        cls = getattr(transformers, arch if arch in self.architectures else "ViTForImageClassification")
-        cfg = transformers.ViTConfig(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
-        return cls(cfg).eval()
 
     def example_inputs(self, config: dict, batch: int, generator):
         import torch
@@ -140,11 +117,8 @@ class TimmViTFamily(ViTFamily):
         return "patch_embed.proj.weight" in s and any(n.startswith("blocks.0.attn.qkv") for n in s)
 
     def role(self, name: str, config: dict) -> TensorRole | None:
-        layer = self.layer_of(name)
-        if layer is not None:
-            suffix = name[self._layer_re.search(name).end():]
-            r = self._LAYER.get(suffix)
-            return TensorRole(r.axes, layer, r.block_output, r.kind or suffix) if r else None
+        if self.layer_of(name) is not None:
+            return self.layer_role(name, self._LAYER)
         r = _embedding_role(name)
         if r:
             return r
@@ -174,7 +148,7 @@ class TimmViTFamily(ViTFamily):
 
     def build(self, config: dict):
         hf = {k: v for k, v in config.items() if k not in ("model_type", "architectures")}
-        return ViTFamily.build(self, {**hf, "architectures": ["ViTForImageClassification"]})
+        return ViTFamily().build({**hf, "architectures": ["ViTForImageClassification"]})
 
     def load(self, ckpt):
         """timm weights renamed (and qkv split) into the equivalent transformers ViT."""
