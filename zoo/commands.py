@@ -87,12 +87,16 @@ def list_models(
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col_name in ("ref", "id", "family", "params", "dtype", "size", "tags", "metrics", "location"):
-        table.add_column(col_name, no_wrap=col_name != "location", overflow="fold")
+    wide = out.width >= 140  # the location only when there is room for it
+    columns = ("ref", "id", "family", "params", "dtype", "size", "tags", "metrics") + (("location",) if wide else ())
+    for col_name in columns:
+        fixed = col_name in ("ref", "id", "family", "params", "dtype", "size")
+        table.add_column(col_name, no_wrap=fixed, overflow="fold", min_width=12 if col_name == "metrics" else None)
     for r in rows:
         metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in list(r["metrics"].items())[:2])
-        table.add_row(r["ref"], str(r["id"]), r["family"] or "-", human_count(r["params"]), r["dtype"] or "-",
-                      human_bytes(r["bytes"]), ",".join(r["tags"]), metrics, r["location"])
+        cells = [r["ref"], str(r["id"]), r["family"] or "-", human_count(r["params"]), r["dtype"] or "-",
+                 human_bytes(r["bytes"]), ",".join(r["tags"]), metrics]
+        table.add_row(*cells, *([r["location"]] if wide else []))
     out.print(table if rows else "[dim]no models (add one with `zoo add PATH`, or try `zoo demo`)[/dim]")
 
 

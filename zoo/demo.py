@@ -46,7 +46,7 @@ def _register(cat: Catalog, model, name: str, run: RunRecord, parents: list[Pare
     config = {**model.config.to_dict(), "architectures": [type(model).__name__]}
     written = save_tensors(cat.incoming_path(), state, config=config,
                            metadata={"operator": run.operator, "params": run.params})
-    return cat.register(written, name, run=run, inputs=parents, tags=["demo"], metrics={"pytext_train_loss": round(loss, 4)})
+    return cat.register(written, name, run=run, inputs=parents, tags=["demo"], metrics={"pytext/train_loss": round(loss, 4)})
 
 
 def build_demo_zoo(cat: Catalog, steps: int = 60, seed: int = 0, log: Callable[[str], None] = print) -> list[ModelEntry]:
