@@ -7,6 +7,7 @@ names, shapes and dtypes are known without reading tensor data.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -51,10 +52,7 @@ class TensorInfo:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -113,10 +111,7 @@ def parse_header(path: Path, rel_name: str | None = None) -> Header:
             raise CorruptCheckpointError(
                 f"{path}: corrupt safetensors header (bad entry for tensor {tname!r})"
             ) from None
-        numel = 1
-        for d in shape:
-            numel *= d
-        if end - begin != numel * itemsize or begin < 0:
+        if end - begin != math.prod(shape) * itemsize or begin < 0:
             raise CorruptCheckpointError(
                 f"{path}: corrupt safetensors header (tensor {tname!r} offsets do not match shape {list(shape)} {tag})"
             )

@@ -10,6 +10,7 @@ when complete: an interrupted write leaves nothing that looks like a checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import threading
@@ -39,10 +40,7 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
-        n = DTYPES[TORCH_TO_TAG[self.dtype]][1]
-        for d in self.shape:
-            n *= d
-        return n
+        return DTYPES[TORCH_TO_TAG[self.dtype]][1] * math.prod(self.shape)
 
 
 @dataclass
