@@ -116,7 +116,10 @@ def to_png(g: nx.DiGraph, path: str | Path) -> Path:
         (x0, y0), (x1, y1) = pos[u], pos[v]
         ax.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18),
                     arrowprops=dict(arrowstyle="->", color="#555"))
-        lx, ly = x0 + 0.62 * (x1 - x0), y0 + 0.62 * (y1 - y0)  # nearer the child: siblings' labels part
+        # siblings' labels part nearer the child; co-parents' labels nearer each parent
+        span = max(1.0, y0 - y1)  # rows crossed: a long edge's label goes near its child
+        frac = (1 - 0.35 / span if span > 1 else 0.35) if g.in_degree(v) > 1 else 0.62
+        lx, ly = x0 + frac * (x1 - x0), y0 + frac * (y1 - y0)
         ax.text(lx, ly, _edge_label(data).replace(" ", "\n", 1), fontsize=7, color="#333",
                 ha="center", va="center", bbox=dict(fc="white", ec="none", alpha=0.8))
     for n, (x, y) in pos.items():
