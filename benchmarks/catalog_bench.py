@@ -331,6 +331,7 @@ def populate(db: Path, layout: Layout) -> dict:
             for batch in chunks(rows, BATCH):
                 conn.execute(stmt, batch)
                 counts[table.__tablename__] += len(batch)
+    cat.refresh_listings()  # bulk rows bypass the catalog; give them their stored listings
     cat.engine.dispose()
     with sqlite3.connect(db) as con:  # fold the WAL back into the file: a settled catalog
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")

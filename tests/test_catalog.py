@@ -2,6 +2,7 @@
 concurrency, and refusing a file that is not a database."""
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import sqlite3
 
@@ -174,7 +175,7 @@ def test_concurrent_writers_do_not_fail(tmp_path, llama_dir):
 
 def test_readonly_sqlite_reader_matches_catalog(catalog, llama_dir, vit_dir):
     """`zoo ls` reads an existing SQLite catalog without the ORM; it must agree exactly."""
-    from zoo.catalog.reader import ls_rows, open_sqlite_readonly
+    from zoo.catalog.reader import ls_json, ls_rows, open_sqlite_readonly
 
     a = catalog.add(llama_dir, tags=["x", "base"]).entry
     catalog.add(vit_dir)
@@ -182,4 +183,25 @@ def test_readonly_sqlite_reader_matches_catalog(catalog, llama_dir, vit_dir):
     fast = open_sqlite_readonly(catalog.where)
     for filters in ({}, {"tag": "x"}, {"family": "vit"}, {"name": "llama*"}):
         assert ls_rows(fast, **filters) == catalog.ls(**filters)
+        # the stored per-row listings (kept current on add, tag and metrics) agree too
+        assert json.loads(ls_json(fast, **filters)) == catalog.ls(**filters)
+    catalog.tag(a, remove=["x"])
+    assert json.loads(ls_json(fast)) == catalog.ls()
     assert open_sqlite_readonly(str(catalog.where) + ".missing") is None
+
+
+def test_version_1_catalog_is_migrated(tmp_path, llama_dir):
+    """A catalog from before the stored listings gains the column and fills it."""
+    from zoo.catalog.reader import ls_json, open_sqlite_readonly
+
+    cat = Catalog(tmp_path / "old.db")
+    cat.add(llama_dir, tags=["t"])
+    con = sqlite3.connect(tmp_path / "old.db")
+    con.execute("ALTER TABLE models DROP COLUMN listing")
+    con.execute("UPDATE zoo_meta SET value='1' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    assert ls_json(open_sqlite_readonly(str(tmp_path / "old.db"))) is None  # none yet: callers build rows
+    cat = Catalog(tmp_path / "old.db")  # opening migrates and fills them
+    assert json.loads(ls_json(open_sqlite_readonly(cat.where))) == cat.ls()
+    assert cat.refresh_listings() == 0

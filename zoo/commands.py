@@ -4,6 +4,7 @@ load their operator package by name through the registry."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -77,9 +78,14 @@ def list_models(
     as_json: bool = typer.Option(False, "--json", help="JSON array, one object per model (see README for the schema)."),
 ) -> None:
     """List catalogued models."""
-    from .catalog.reader import ls_rows, open_sqlite_readonly
+    from .catalog.reader import ls_json, ls_rows, open_sqlite_readonly
 
     fast = open_sqlite_readonly(catalog_target())  # an existing SQLite catalog: no ORM needed
+    if as_json and fast:
+        stored = ls_json(fast, family, tag, name)
+        if stored is not None:
+            sys.stdout.buffer.write(stored + b"\n")
+            return
     rows = ls_rows(fast, family, tag, name) if fast else catalog().ls(family=family, tag=tag, name=name)
     if as_json:
         print_json(rows)

@@ -75,11 +75,13 @@ class Catalog:
     def __init__(self, target: str | os.PathLike | None = None, store: str | os.PathLike | None = None) -> None:
         self.url = resolve_url(target)
         self.engine = make_engine(self.url)
-        init_schema(self.engine, self.url)
+        migrated = init_schema(self.engine, self.url)
         self._write_engine = self.engine.execution_options(zoo_write=True)
         db_file = sqlite_path(self.url)
         default_store = (db_file.parent if db_file else Path.cwd()) / "zoo-store"
         self.store = Path(store or os.environ.get("ZOO_STORE") or default_store).absolute()
+        if migrated:
+            self.refresh_listings()
 
     @property
     def where(self) -> str:
@@ -266,6 +268,8 @@ class Catalog:
                         run_id = row.id
                     for pe, p in parents:
                         s.add(LineageEdge(parent_id=pe.id, child_id=entry.id, role=p.role, weight=p.weight, run_id=run_id))
+                    entry.listing = _listing(entry, list(tags))
+                    s.add(entry)
                     s.commit()
                     return entry
             except IntegrityError:
@@ -299,6 +303,21 @@ class Catalog:
         """All matching models as JSON-ready dicts (the `zoo ls --json` schema)."""
         with self.engine.connect() as conn:
             return ls_rows(_executor(conn), family=family, tag=tag, name=name)
+
+    def refresh_listings(self) -> int:
+        """Fill missing `listing` rows (catalogs from before schema 2, bulk imports)."""
+        done = 0
+        with self._write() as s:
+            rows = s.exec(select(ModelEntry).where(col(ModelEntry.listing).is_(None))).all()
+            tags: dict[int, list[str]] = {}
+            for mid, t in s.exec(select(ModelTag.model_id, ModelTag.tag)).all():
+                tags.setdefault(mid, []).append(t)
+            for row in rows:
+                row.listing = _listing(row, tags.get(row.id, []))
+                s.add(row)
+                done += 1
+            s.commit()
+        return done
 
     def count(self) -> int:
         with self._read() as s:
@@ -394,6 +413,9 @@ class Catalog:
                 s.add(ModelTag(model_id=entry.id, tag=t))
             for t in set(remove) & have:
                 s.delete(s.get(ModelTag, (entry.id, t)))
+            row = s.get(ModelEntry, entry.id)
+            row.listing = _listing(row, list((have | set(add)) - set(remove)))
+            s.add(row)
             s.commit()
         return self.tags_of(entry)
 
@@ -403,6 +425,7 @@ class Catalog:
         with self._write() as s:
             row = s.get(ModelEntry, entry.id)
             row.metrics = dict(metrics) if replace else {**(row.metrics or {}), **metrics}
+            row.listing = _listing(row, list(s.exec(select(ModelTag.tag).where(ModelTag.model_id == entry.id)).all()))
             s.add(row)
             s.commit()
             return row.metrics
@@ -473,6 +496,12 @@ class Catalog:
             shutil.rmtree(written.path, ignore_errors=True)
             raise ZooError(f"{entry.ref}: {bad[0]} changed since it was catalogued (run `zoo verify`); nothing exported")
         return written.path
+
+
+def _listing(entry: ModelEntry, tags: list[str]) -> str:
+    import orjson
+
+    return orjson.dumps(model_row(entry, tags)).decode()
 
 
 def _default_name(ckpt: Checkpoint) -> str:

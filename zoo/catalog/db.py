@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlmodel import SQLModel, create_engine, select
@@ -63,16 +63,25 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def init_schema(engine: Engine, url: str) -> None:
-    """Create the tables if needed; refuse files that are not (weightzoo) databases."""
+def init_schema(engine: Engine, url: str) -> bool:
+    """Create the tables if needed; refuse files that are not (weightzoo) databases.
+    True when an older catalog was migrated."""
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
         SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in _tables()])
         with Session(engine.execution_options(zoo_write=True)) as s:
-            if s.get(Meta, "schema_version") is None:
+            meta = s.get(Meta, "schema_version")
+            migrated = meta is not None and int(meta.value) < SCHEMA_VERSION
+            if meta is None:
                 s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                s.commit()
+            elif int(meta.value) < 2:  # version 1 catalogs lack models.listing (filled lazily)
+                if "listing" not in {c["name"] for c in inspect(s.connection()).get_columns("models")}:
+                    s.connection().exec_driver_sql("ALTER TABLE models ADD COLUMN listing TEXT")
+                meta.value = str(SCHEMA_VERSION)
+                s.add(meta)
+            s.commit()
+        return migrated
     except DatabaseError as e:
         msg = str(e.orig) if getattr(e, "orig", None) else str(e)
         path = sqlite_path(url)

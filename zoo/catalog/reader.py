@@ -68,6 +68,19 @@ def ls_rows(execute: Execute, family: str | None = None, tag: str | None = None,
     ]
 
 
+def ls_json(execute: Execute, family: str | None = None, tag: str | None = None, name: str | None = None) -> bytes | None:
+    """`zoo ls --json` output straight from the stored per-row listings (None when some
+    rows have none yet: the caller builds the rows instead)."""
+    where, params = _filters(family, tag, name)
+    try:
+        rows = execute(f"SELECT listing FROM models{where} ORDER BY name, version", params)
+    except sqlite3.OperationalError:  # a catalog from before schema 2, not yet opened for writing
+        return None
+    if any(r[0] is None for r in rows):
+        return None
+    return ("[" + ",".join(r[0] for r in rows) + "]").encode()
+
+
 def walk_ids(execute: Execute, start: int, up: bool) -> list[int]:
     """Transitive parents (up) or children of a model, by one recursive query."""
     near, far = ("parent_id", "child_id") if up else ("child_id", "parent_id")

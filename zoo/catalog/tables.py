@@ -7,7 +7,7 @@ from typing import Optional
 from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: models.listing
 
 
 def utcnow() -> datetime:
@@ -37,6 +37,9 @@ class ModelEntry(SQLModel, table=True):
     metrics: Optional[dict] = Field(default=None, sa_column=Column(JSON))
     card: Optional[dict] = Field(default=None, sa_column=Column(JSON))  # hub repo/commit etc.
     created_at: datetime = Field(default_factory=utcnow)
+    # the row's `zoo ls --json` item, kept current on every change, so listing a large
+    # catalog is one column read instead of rebuilding each row in Python
+    listing: Optional[str] = None
 
     @property
     def ref(self) -> str:
