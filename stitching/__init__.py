@@ -1,1 +1,7 @@
-"""stitching: operator package (see ARCHITECTURE.md); filled in by its issue."""
+"""stitching: operators that build variable-sized models from several pretrained ones -
+SN-Net / SN-Netv2 stitched networks, their exported configurations, and learngenes
+(Learngene Pool, SWS). Importing registers the operators."""
+from . import export as _export  # noqa: F401  (registers stitch.export)
+from . import snnet as _snnet  # noqa: F401  (registers stitch.snnet)
+
+__all__: list[str] = []

@@ -51,6 +51,22 @@ def vit_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def run(tmp_path, capsys, monkeypatch):
+    """The `zoo` command in process: run(*args) -> (exit code, stdout, stderr)."""
+    from zoo.cli import main
+
+    monkeypatch.setenv("ZOO_CATALOG", str(tmp_path / "cli.db"))
+    monkeypatch.setenv("ZOO_STORE", str(tmp_path / "store"))
+
+    def _run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return _run
+
+
+@pytest.fixture
 def catalog(tmp_path: Path):
     from zoo import Catalog
 

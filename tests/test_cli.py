@@ -9,22 +9,9 @@ import sys
 import pytest
 
 from zoo.catalog.records import LS_KEYS
-from zoo.cli import main
 
 from conftest import perturbed_copy
 
-
-@pytest.fixture
-def run(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("ZOO_CATALOG", str(tmp_path / "cli.db"))
-    monkeypatch.setenv("ZOO_STORE", str(tmp_path / "store"))
-
-    def _run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return _run
 
 
 def test_add_ls_show_json(run, llama_dir):

@@ -61,6 +61,7 @@ def _root(
 
 # --- catalog commands are defined in zoo.commands; operator packages add their own ---
 from . import commands  # noqa: E402,F401  (registers the core commands on `app`)
+from . import commands_stitch  # noqa: E402,F401  (zoo stitch / zoo learngene)
 
 
 def _wants_debug(argv: list[str]) -> bool:

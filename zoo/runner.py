@@ -9,13 +9,13 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .catalog import Catalog, ModelEntry, Parent, RunRecord
 from .card import model_card
 from .checkpoint import Checkpoint
 from .registry import Operator, OperatorParams, get_operator
-from .writer import CheckpointWriter, TensorSpec, WrittenCheckpoint
+from .writer import CheckpointWriter, TensorSpec, WrittenCheckpoint, specs_from_tensors
 
 
 @dataclass
@@ -48,6 +48,13 @@ class OperatorCall:
                 "params": self.params.model_dump(mode="json"),
                 "inputs": [{"ref": e.ref, "digest": e.digest, "role": p.role} for p, e in self.inputs]}
         return CheckpointWriter(self.target, specs, extra_files=extra, metadata=meta, **kwargs)
+
+    def write_tensors(self, tensors: Mapping[str, Any], **kwargs: Any) -> WrittenCheckpoint:
+        """Write an in-memory state dict (small models made in memory) as the output."""
+        with self.writer(specs_from_tensors(tensors), **kwargs) as w:
+            for name, t in tensors.items():
+                w.write(name, t)
+        return w.result
 
 
 @dataclass

@@ -16,7 +16,6 @@ from .families import family_of, get_family
 from .registry import Operator, OperatorParams, register
 from .runner import OperatorCall, OperatorOutput, RunResult, run_operator
 from .tasks import get_task
-from .writer import specs_from_tensors
 
 # Small shapes for demos and tests: ViT-Ti/S/B proportions (3/6/12 heads of 8) on 8x8
 # digits, and byte-level language models.
@@ -59,10 +58,7 @@ def _write_model(call: OperatorCall, model, architecture: str, side_from=None) -
     if side_from is not None:
         side = {rel: side_from.root / rel for rel in side_from.side_files
                 if rel not in WEIGHT_INDEXES | {"config.json", "README.md"}}
-    with call.writer(specs_from_tensors(state), config=config, side_files=side) as w:
-        for k, v in state.items():
-            w.write(k, v)
-    return w.result
+    return call.write_tensors(state, config=config, side_files=side)
 
 
 class TrainParams(OperatorParams):
@@ -92,17 +88,23 @@ def lr_schedule(p: TrainParams) -> Callable[[int], float]:
 
 
 def train_model(model, task, config: dict, p: TrainParams, progress=None,
-                log: Callable[[int, float, Any], None] | None = None):
-    """The training loop, under accelerate (CPU, one GPU, or many, with no code change).
+                log: Callable[[int, float, Any], None] | None = None, *, partial_graph: bool = False):
+    """The training loop, under accelerate (CPU, one GPU, many GPUs, or several CPU processes
+    under torchrun, with no code change). Each process draws its own batches (seeded by its
+    rank); gradients are averaged across processes. `partial_graph`: the model uses only
+    part of its parameters per step (stitched networks), which data-parallel runs must know.
     `log(step, loss, model)` is called after every step (e.g. to evaluate now and then)."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if partial_graph else []
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=handlers)
     torch.manual_seed(p.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    params = [t for t in model.parameters() if t.requires_grad]
+    opt = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
     model, opt = accelerator.prepare(model, opt)
     schedule = lr_schedule(p)
-    batches = task.train_batches(config, p.batch_size, torch.Generator().manual_seed(p.seed))
+    data_seed = p.seed + 1_000_003 * accelerator.process_index
+    batches = task.train_batches(config, p.batch_size, torch.Generator().manual_seed(data_seed))
     model.train()
     losses = []
     for step in range(p.steps):

@@ -9,12 +9,14 @@ from .base import Axis, Family, TensorRole, Widths
 from .bert import BertFamily
 from .gpt2 import GPT2Family
 from .llama import LlamaFamily
+from .stitched import StitchedFamily
 from .vit import TimmViTFamily, ViTFamily
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (LlamaFamily(), GPT2Family(), BertFamily(), ViTFamily(), TimmViTFamily())}
+FAMILIES: dict[str, Family] = {f.name: f for f in (LlamaFamily(), GPT2Family(), BertFamily(), ViTFamily(), TimmViTFamily(),
+                                                    StitchedFamily())}
 
 
 def supported() -> str:

@@ -153,6 +153,41 @@ class Family:
     def example_inputs(self, config: dict, batch: int, generator: "torch.Generator") -> dict:
         raise NotImplementedError
 
+    # --- running block by block (stitching, distillation) ---------------------------------
+    # A model = embed -> blocks (each hidden -> hidden, same width) -> head. Stitching runs
+    # blocks of different models in one chain, so each step is exposed on its own.
+    def modality_for(self, config: dict) -> str:
+        return self.modality
+
+    def embed(self, model: "nn.Module", inputs: dict) -> "torch.Tensor":
+        """The hidden states entering block 0."""
+        raise ZooError(f"{self.name}: running block by block is not supported for this family")
+
+    def block_context(self, model: "nn.Module", hidden: "torch.Tensor", inputs: dict) -> dict:
+        """What every block of `model` needs besides the hidden states (masks, rotary tables)."""
+        return {}
+
+    def blocks(self, model: "nn.Module") -> "nn.ModuleList":
+        raise ZooError(f"{self.name}: running block by block is not supported for this family")
+
+    def run_block(self, block: "nn.Module", hidden: "torch.Tensor", ctx: dict) -> "torch.Tensor":
+        return block(hidden)
+
+    def head(self, model: "nn.Module", hidden: "torch.Tensor", ctx: dict) -> "torch.Tensor":
+        """Final norm and head on the last block's output: the logits."""
+        raise ZooError(f"{self.name}: running block by block is not supported for this family")
+
+    @staticmethod
+    def causal_context(core: "nn.Module", hidden: "torch.Tensor") -> dict:
+        """Position ids and the causal mask a decoder's blocks expect (as the model builds them)."""
+        import torch
+        from transformers.masking_utils import create_causal_mask
+
+        positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+        mask = create_causal_mask(config=core.config, inputs_embeds=hidden, attention_mask=None,
+                                  past_key_values=None, position_ids=positions)
+        return {"position_ids": positions, "mask": mask}
+
     def outputs(self, model: "nn.Module", inputs: dict) -> "torch.Tensor":
         """The tensor that defines the model's function (logits, or last hidden state)."""
         out = model(**inputs)

@@ -56,6 +56,26 @@ class GPT2Family(Family):
         out[self.eps_key] = self.eps(config) * eps_scale
         return out
 
+    def embed(self, model, inputs):
+        import torch
+
+        core = model.transformer
+        ids = inputs["input_ids"]
+        positions = core.wpe(torch.arange(ids.shape[1], device=ids.device))
+        return core.drop(core.wte(ids) + positions)
+
+    def block_context(self, model, hidden, inputs):
+        return self.causal_context(model.transformer, hidden)
+
+    def blocks(self, model):
+        return model.transformer.h
+
+    def run_block(self, block, hidden, ctx):
+        return block(hidden, None, ctx["mask"], position_ids=ctx["position_ids"])
+
+    def head(self, model, hidden, ctx):
+        return model.lm_head(model.transformer.ln_f(hidden))
+
     def example_inputs(self, config: dict, batch: int, generator):
         import torch
 

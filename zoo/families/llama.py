@@ -58,6 +58,24 @@ class LlamaFamily(Family):
         out.pop("layer_types", None)
         return out
 
+    def embed(self, model, inputs):
+        return model.model.embed_tokens(inputs["input_ids"])
+
+    def block_context(self, model, hidden, inputs):
+        ctx = self.causal_context(model.model, hidden)
+        ctx["rotary"] = model.model.rotary_emb(hidden, position_ids=ctx["position_ids"])
+        return ctx
+
+    def blocks(self, model):
+        return model.model.layers
+
+    def run_block(self, block, hidden, ctx):
+        return block(hidden, attention_mask=ctx["mask"], position_embeddings=ctx["rotary"],
+                     position_ids=ctx["position_ids"])
+
+    def head(self, model, hidden, ctx):
+        return model.lm_head(model.model.norm(hidden))
+
     def example_inputs(self, config: dict, batch: int, generator):
         import torch
 

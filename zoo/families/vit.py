@@ -82,6 +82,16 @@ class ViTFamily(Family):
             return TensorRole((A.KEEP,), kind="head")
         return None
 
+    def embed(self, model, inputs):
+        vit = model.vit
+        return vit.embeddings(inputs["pixel_values"].to(vit.embeddings.patch_embeddings.projection.weight.dtype))
+
+    def blocks(self, model):
+        return model.vit.layers
+
+    def head(self, model, hidden, ctx):
+        return model.classifier(model.vit.layernorm(hidden)[:, 0, :])
+
     def example_inputs(self, config: dict, batch: int, generator):
         import torch
 

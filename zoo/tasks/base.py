@@ -14,8 +14,13 @@ class Task:
     primary: str = ""  # the headline metric, e.g. "accuracy" or "loss"
 
     def check(self, family, config: dict) -> None:
-        if family.modality != self.modality:
-            raise ZooError(f"task {self.name} is for {self.modality} models; {family.name} is a {family.modality} family")
+        modality = family.modality_for(config)
+        if modality != self.modality:
+            raise ZooError(f"task {self.name} is for {self.modality} models; {family.name} is a {modality} family")
+
+    def train_examples(self) -> int | None:
+        """Size of the training split (None for streams), to turn epochs into steps."""
+        return None
 
     def train_batches(self, config: dict, batch_size: int, generator: torch.Generator) -> Iterator[dict[str, Any]]:
         raise NotImplementedError

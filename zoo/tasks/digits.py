@@ -78,6 +78,9 @@ class Digits(Task):
             x = F.interpolate(x, size=(size, size), mode="nearest")
         return x.expand(-1, ch, -1, -1) if ch != 1 else x
 
+    def train_examples(self) -> int:
+        return len(self.split("train")[1])
+
     def train_batches(self, config: dict, batch_size: int, generator: torch.Generator) -> Iterator[dict[str, Any]]:
         x, y = self.split("train")
         x = self.fit(x, config)

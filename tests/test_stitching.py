@@ -1,0 +1,249 @@
+"""SN-Net / SN-Netv2: configuration spaces, least-squares init, exact identities of the
+stitched forward pass, export, sampling, the `zoo stitch` commands."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo.catalog import Parent
+from zoo.errors import ZooError
+from zoo.families import family_of, get_family
+from zoo.families.stitched_net import StitchedNetwork, StitchLayer
+from zoo.runner import run_operator
+from zoo.tasks import get_task
+from zoo.training import PRESETS, new_model
+
+from stitching.configs import enumerate_configs, snnet_v1, snnet_v2, stitch_shapes, window_stitches
+from stitching.lsinit import init_stitches, least_squares
+from stitching.measure import config_flops, measure, near_interpolation, pareto_front
+from stitching.snnet import build_network, flops_sampler
+
+VIT = get_family("vit")
+
+
+def vit(preset: str, seed: int = 0, **over):
+    cfg = {**PRESETS[preset], **over}
+    cfg.pop("family")
+    torch.manual_seed(seed)
+    return VIT.build({**cfg, "architectures": ["ViTForImageClassification"]}), {**cfg, "model_type": "vit"}
+
+
+def digits_batch(n: int = 32) -> dict:
+    x, _ = get_task("digits").split("train")
+    return {"pixel_values": x[:n]}
+
+
+def network(models: list, version: str = "v1", lora_rank: int = 0) -> StitchedNetwork:
+    anchors = [(i, m, c) for i, (m, c) in enumerate(models)]
+    depths = [VIT.widths(c).layers for _, _, c in anchors]
+    return build_network(VIT, anchors, enumerate_configs(version, depths), lora_rank).eval()
+
+
+# --- configuration spaces -------------------------------------------------------------------
+
+def test_v1_counts_as_the_paper():
+    configs = snnet_v1([12, 12, 12])
+    assert len(configs) == 71
+    pair = [c for c in configs if c.kind == "SL" and c.route[0].anchor == 0]
+    assert len(pair) == 34
+    assert len({k for c in pair for k in c.stitches}) == 11
+    assert len(window_stitches(12, 2, 1)) == 34
+
+
+def test_v1_route_semantics():
+    c = next(c for c in snnet_v1([4, 4]) if c.kind == "SL" and c.stitches == ("0-1-1",) and c.route[0].stop == 2)
+    # stitch (j=1, k): front blocks 0..1, then the end anchor from block k to its head
+    assert c.route[0].anchor == 0 and c.route[0].start == 0 and c.route[0].stop == 2
+    assert c.route[1].anchor == 1 and c.route[1].stop == 4
+
+
+def test_v2_counts_as_the_paper():
+    configs = snnet_v2([12, 24])
+    assert len(configs) == 134
+    kinds = {k: sum(c.kind == k for c in configs) for k in ("anchor", "SL", "LS", "LSL", "SLS")}
+    assert kinds == {"anchor": 2, "SL": 11, "LS": 11, "LSL": 55, "SLS": 55}
+    for c in configs:  # every route runs blocks in increasing depth order
+        assert all(s.start < s.stop for s in c.route)
+
+
+def test_unknown_version_and_bad_depths():
+    with pytest.raises(ZooError, match="unknown SN-Net version"):
+        enumerate_configs("v3", [4, 4])
+    with pytest.raises(ZooError, match="multiple"):
+        snnet_v2([4, 6])
+
+
+# --- least squares and identities ------------------------------------------------------------
+
+def test_least_squares_recovers_a_known_affine_map():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 17, 12, generator=g)
+    w, b = torch.randn(20, 12, generator=g), torch.randn(20, generator=g)
+    w_hat, b_hat = least_squares(x, x @ w.t() + b)
+    assert torch.allclose(w_hat, w, atol=1e-4) and torch.allclose(b_hat, b, atol=1e-4)
+
+
+def test_lora_with_zero_b_is_the_least_squares_layer():
+    g = torch.Generator().manual_seed(1)
+    w, b = torch.randn(16, 8, generator=g), torch.randn(16, generator=g)
+    layer = StitchLayer(8, 16, rank=4)
+    layer.set_affine(w, b)
+    x = torch.randn(3, 5, 8, generator=g)
+    assert torch.equal(layer(x), F.linear(x, w, b))
+    assert not layer.weight.requires_grad and layer.lora_A.requires_grad and layer.lora_B.requires_grad
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    merged_w, merged_b = layer.merged()
+    assert torch.allclose(layer(x), F.linear(x, merged_w, merged_b), atol=1e-5)
+
+
+def test_anchor_configs_equal_the_anchors_exactly():
+    models = [vit("vit-ti", 0), vit("vit-s", 1)]
+    originals = [copy.deepcopy(m).eval() for m, _ in models]
+    net = network(models)
+    init_stitches(net, digits_batch())
+    x = digits_batch(8)
+    for i, original in enumerate(originals):
+        assert torch.equal(net.select(i)(**x).logits, original(**x).logits)
+
+
+def test_two_identical_anchors_stitch_to_the_anchor():
+    model, cfg = vit("vit-s", 3)
+    net = network([(model, cfg), (copy.deepcopy(model), cfg)], version="v2")
+    init_stitches(net, digits_batch(64))
+    x = digits_batch(8)
+    expected = model(**x).logits
+    for c in net.configs.values():  # SL, LS, LSL, SLS: every stitching layer is the identity
+        assert torch.allclose(net.select(c.id)(**x).logits, expected, atol=1e-4), c.describe()
+
+
+def test_params_and_flops_of_anchor_configs_match_the_anchor():
+    models = [vit("vit-ti", 0), vit("vit-s", 1)]
+    net = network(models)
+    init_stitches(net, digits_batch())
+    task = get_task("digits")
+    example = {k: v[:1] for k, v in digits_batch().items()}
+    measure(net, VIT, [c for _, c in models], task, models[0][1], example, splits=("test",))
+    for i, (m, _) in enumerate(models):
+        stats = net.configs[i].stats
+        assert stats["params"] == sum(p.numel() for p in m.parameters())
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            m(**example)
+        assert stats["flops"] == counter.get_total_flops()
+        assert 0.0 <= stats["test/accuracy"] <= 1.0
+    stitched = [c for c in net.configs.values() if c.kind == "SL"]
+    lo, hi = net.configs[0].stats["flops"], net.configs[1].stats["flops"]
+    assert all(lo < c.stats["flops"] < hi for c in stitched if c.route[0].stop - 1 < c.route[1].start)
+
+
+def test_pareto_and_interpolation_counts():
+    pts = [(0, 1, 0.5), (1, 2, 0.4), (2, 3, 0.7), (3, 4, 0.7)]
+    assert pareto_front(pts) == [0, 2]
+    # anchors at (0, 0.0) and (10, 1.0): line y = x/10
+    assert near_interpolation([(5, 5, 0.49), (6, 6, 0.5), (7, 20, 1.0)], [(0, 0.0), (10, 1.0)]) == (1, 2)
+
+
+def test_flops_sampler_visits_every_group():
+    configs = snnet_v1([4, 4])
+    for i, c in enumerate(configs):
+        c.stats["flops"] = 100 if i < len(configs) - 1 else 1000  # one config alone in the top group
+    draw = flops_sampler(configs, groups=2, generator=torch.Generator().manual_seed(0))
+    draws = [draw() for _ in range(400)]
+    top = sum(d == configs[-1].id for d in draws)
+    assert 150 < top < 250  # half the draws go to the lone top group, not 1/len(configs)
+
+
+# --- the operator, export and commands --------------------------------------------------------
+
+@pytest.fixture
+def anchors(catalog):
+    return [new_model(catalog, p, f"{p}-a", seed=i).entry.ref for i, p in enumerate(("vit-ti", "vit-s"))]
+
+
+def test_export_reproduces_the_network(catalog, anchors):
+    from stitching import frontend
+
+    r = frontend.build(catalog, anchors[::-1], "digits", "sn", version="v2", steps=3, batch_size=16, lora_rank=2)
+    assert r.entry.metrics["stitch/configs"] == len(snnet_v2([4, 4]))
+    parents = {p["role"] for p in catalog.show("sn")["parents"]}
+    assert parents == {"anchor"}
+    net = family_of(catalog.open("sn"))[0].load(catalog.open("sn"))
+    x = digits_batch(8)
+    config, configs = frontend.network(catalog, "sn")
+    assert config["stitched"]["anchor_refs"] == anchors  # sorted by size
+    lsl = next(c for c in configs if c.kind == "LSL")
+    exported = frontend.export(catalog, "sn", lsl.id)
+    ckpt = catalog.open(exported.entry.ref)
+    fam, _ = family_of(ckpt)
+    assert fam.name == "stitched"
+    assert torch.allclose(fam.load(ckpt)(**x).logits, net.select(lsl.id)(**x).logits, atol=1e-5)
+    assert exported.entry.num_params < catalog.get("sn").num_params
+    roles = sorted(p["role"] for p in catalog.show(exported.entry.ref)["parents"])
+    assert roles == ["anchor", "anchor", "source"]
+    plain = frontend.export(catalog, "sn", 0)  # an anchor config is a plain ViT
+    from transformers import ViTForImageClassification
+
+    vit_model = ViTForImageClassification.from_pretrained(catalog.open(plain.entry.ref).root).eval()
+    assert torch.allclose(vit_model(**x).logits, net.select(0)(**x).logits, atol=1e-6)
+
+
+def test_budget_export_picks_the_best_within_budget(catalog, anchors):
+    from stitching import frontend
+
+    frontend.build(catalog, anchors, "digits", "sn1", steps=2, batch_size=16)
+    _, configs = frontend.network(catalog, "sn1")
+    budget = sorted(c.stats["flops"] for c in configs)[len(configs) // 2]
+    r = frontend.export(catalog, "sn1", budget_flops=budget)
+    chosen = catalog.open(r.entry.ref).config
+    assert r.entry.metrics["flops"] <= budget
+    best = max(c.stats["val/accuracy"] for c in configs if c.stats["flops"] <= budget)
+    picked = next(c for c in configs if c.id == (chosen.get("stitched", {}).get("configs", [{}])[0].get("source_config", 0)
+                                                   if chosen.get("model_type") == "stitched" else 0))
+    assert picked.stats["val/accuracy"] == best
+    with pytest.raises(ZooError, match="no configuration fits"):
+        frontend.export(catalog, "sn1", budget_flops=10)
+
+
+def test_operator_errors(catalog, anchors, llama_dir):
+    with pytest.raises(ZooError, match="at least two anchors"):
+        run_operator(catalog, "stitch.snnet", [Parent(anchors[0], "anchor")], {"task": "digits"})
+    llama = catalog.add(llama_dir, name="llama").entry.ref
+    with pytest.raises(ZooError, match="one family"):
+        run_operator(catalog, "stitch.snnet", [Parent(anchors[0], "anchor"), Parent(llama, "anchor")], {"task": "digits"})
+    with pytest.raises(ZooError, match="LoRA"):
+        run_operator(catalog, "stitch.snnet", [Parent(a, "anchor") for a in anchors], {"task": "digits", "lora_rank": 2})
+    assert sorted(e["name"] for e in catalog.ls()) == ["llama", "vit-s-a", "vit-ti-a"]
+
+
+def test_stitch_commands(run, tmp_path):
+    assert run("new", "vit-ti", "--out", "ti")[0] == 0
+    assert run("new", "vit-s", "--out", "s")[0] == 0
+    code, out, err = run("stitch", "build", "-a", "s", "-a", "ti", "--task", "digits", "--steps", "2",
+                         "--batch-size", "16", "--out", "net")
+    assert code == 0, err
+    assert "stitched net@1" in out
+    plot = tmp_path / "pareto.png"
+    code, out, _ = run("stitch", "ls", "net", "--json", "--plot", str(plot))
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == len(snnet_v1([4, 4]))
+    assert {"params", "flops", "test/accuracy", "val/accuracy", "route", "kind"} <= set(rows[0])
+    assert plot.stat().st_size > 10_000 and plot.read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = run("stitch", "ls", "net")
+    assert code == 0 and "MFLOPs" in out
+    code, out, _ = run("stitch", "export", "net", "--config", "5", "--out", "c5")
+    assert code == 0 and "exported c5@1" in out
+    code, out, _ = run("eval", "c5", "--task", "digits", "--json")
+    assert code == 0 and 0 <= json.loads(out)["digits/accuracy"] <= 1
+    code, _, err = run("stitch", "export", "net", "--config", "999")
+    assert code != 0 and err.count("\n") == 1 and "no configuration 999" in err
+    code, _, err = run("stitch", "ls", "ti")
+    assert code != 0 and "not a stitched network" in err
+    code, _, err = run("stitch", "build", "-a", "s", "--task", "digits", "--steps", "1")
+    assert code != 0 and "at least two anchors" in err

@@ -1,0 +1,105 @@
+"""`zoo stitch ...` and `zoo learngene ...`: thin front ends of the stitching package
+(loaded by name through the registry, like the other operator commands)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .cli import app, catalog
+from .console import human_count, item_progress, out, print_json
+from .registry import load_frontend
+
+stitch_app = typer.Typer(help="Stitch a family of pretrained models into one network of many sizes (SN-Net).",
+                         no_args_is_help=True)
+app.add_typer(stitch_app, name="stitch")
+
+
+def _done(verb: str, result) -> None:
+    e = result.entry
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (e.metrics or {}).items())
+    out.print(f"{'reused' if result.reused else verb} [bold]{e.ref}[/bold]  ({human_count(e.num_params)} params)  {shown}")
+
+
+@stitch_app.command("build")
+def stitch_build(
+    anchor: List[str] = typer.Option(..., "--anchor", "-a", help="Anchor model (repeat; 2 or more of one family, any order)."),
+    task: str = typer.Option(..., "--task", help="Task to train and evaluate on (digits, pytext, ...)."),
+    out_name: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name of the stitched network."),
+    version: str = typer.Option("v1", "--version", help="v1 (small-to-large, sliding window) or v2 (two-way: SL, LS, LSL, SLS)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the training split."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps instead of --epochs [default: 200]."),
+    lr: float = typer.Option(5e-4, "--lr", help="Learning rate (AdamW)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Examples per step."),
+    sampling: Optional[str] = typer.Option(None, "--sampling", help="uniform or flops (v2's FLOPs groups) [default: by version]."),
+    lora_rank: int = typer.Option(0, "--lora-rank", help="v2: low-rank stitching layers on a frozen least-squares init."),
+    freeze_anchors: bool = typer.Option(False, "--freeze-anchors", help="Train only the stitching layers."),
+    distill: float = typer.Option(0.0, "--distill", help="Weight of distillation from the teacher (0 to 1)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher for --distill [default: the largest anchor]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of config sampling and data order."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Build again even if recorded."),
+    tag: List[str] = typer.Option([], "--tag", "-t", help="Tag for the result (repeatable)."),
+) -> None:
+    """Build a stitched network: least-squares init of the stitching layers, brief training
+    with one sampled configuration per step (under accelerate), then every configuration's
+    params, FLOPs and accuracy are measured and stored with the network.
+
+    Example: zoo stitch build -a vit-ti -a vit-s -a vit-b --task digits --epochs 5 --out snnet
+    """
+    fe = load_frontend("stitch")
+    n_steps = fe.steps_for(task, epochs, steps, batch_size)
+    with item_progress("stitching") as advance:
+        result = fe.build(catalog(), anchor, task, out_name, teacher=teacher, reuse=not no_cache, progress=advance,
+                          tags=tag, version=version, steps=n_steps, lr=lr, batch_size=batch_size, sampling=sampling,
+                          lora_rank=lora_rank, train_anchors=not freeze_anchors, distill=distill, seed=seed)
+    _done("stitched", result)
+
+
+@stitch_app.command("ls")
+def stitch_ls(
+    ref: str = typer.Argument(..., help="A stitched network (or an exported configuration)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw accuracy vs FLOPs (PNG) to this file."),
+    pareto: bool = typer.Option(False, "--pareto", help="Only configurations on the Pareto front."),
+    as_json: bool = typer.Option(False, "--json", help="Print the configurations as JSON."),
+) -> None:
+    """List a stitched network's configurations: route, params, FLOPs, accuracy."""
+    from rich.table import Table
+
+    fe = load_frontend("stitch")
+    config, configs = fe.network(catalog(), ref)
+    st = config["stitched"]
+    shown = [c for c in configs if c.stats.get("pareto") or not pareto]
+    if plot is not None:
+        from stitching.plot import pareto_plot
+
+        metric = next((k for k in ("test/accuracy", "test/loss") if k in configs[0].stats), "test/accuracy")
+        pareto_plot(configs, metric, plot, title=f"{ref}: {len(configs)} configurations",
+                    anchor_names=st.get("anchor_refs"), higher_is_better=metric.endswith("accuracy"))
+    if as_json:
+        print_json([c.to_json() for c in shown])
+        return
+    metrics = sorted({k for c in configs for k in c.stats if k.startswith("test/")})
+    table = Table(box=None, header_style="bold")
+    for col in ("id", "kind", "route", "params", "MFLOPs", *metrics, "pareto"):
+        table.add_column(col, justify="right" if col not in ("kind", "route") else "left")
+    for c in shown:
+        table.add_row(str(c.id), c.kind, c.describe(), human_count(c.stats.get("params")),
+                      f"{c.stats.get('flops', 0) / 1e6:.2f}", *(f"{c.stats.get(m, float('nan')):.4f}" for m in metrics),
+                      "*" if c.stats.get("pareto") else "")
+    out.print(table)
+    if plot is not None:
+        out.print(f"plot written to {plot}")
+
+
+@stitch_app.command("export")
+def stitch_export(
+    ref: str = typer.Argument(..., help="The stitched network."),
+    config_id: Optional[int] = typer.Option(None, "--config", help="Configuration id (see `zoo stitch ls`)."),
+    budget_flops: Optional[float] = typer.Option(None, "--budget-flops", help="Instead: the best (validation) configuration within this many FLOPs per example, e.g. 5e6."),
+    out_name: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name [default: NETWORK-cID]."),
+    tag: List[str] = typer.Option([], "--tag", "-t", help="Tag for the result (repeatable)."),
+) -> None:
+    """Export one configuration as a standalone checkpoint (anchors export as plain models)."""
+    result = load_frontend("stitch").export(catalog(), ref, config_id, budget_flops, out_name, tags=tag)
+    _done("exported", result)
