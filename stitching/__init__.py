@@ -2,6 +2,7 @@
 SN-Net / SN-Netv2 stitched networks, their exported configurations, and learngenes
 (Learngene Pool, SWS). Importing registers the operators."""
 from . import export as _export  # noqa: F401  (registers stitch.export)
+from . import learngene_pool as _pool  # noqa: F401  (registers learngene.pool)
 from . import snnet as _snnet  # noqa: F401  (registers stitch.snnet)
 
 __all__: list[str] = []

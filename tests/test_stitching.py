@@ -247,3 +247,54 @@ def test_stitch_commands(run, tmp_path):
     assert code != 0 and "not a stitched network" in err
     code, _, err = run("stitch", "build", "-a", "s", "--task", "digits", "--steps", "1")
     assert code != 0 and "at least two anchors" in err
+
+
+# --- Learngene Pool ------------------------------------------------------------------------
+
+def test_pool_distillation_trains_models_and_transformation_matrices():
+    from stitching.learngene_pool import PoolDistiller, PoolObjective, aux_config
+    from zoo.training import TrainParams, train_model
+
+    teacher, t_cfg = vit("vit-s", 5)
+    auxes_cfg = [aux_config(VIT, t_cfg, h, 2) for h in (16, 24)]
+    torch.manual_seed(0)
+    distiller = PoolDistiller(VIT, [VIT.build(c) for c in auxes_cfg], [16, 24], 48, 2)
+    before = [t.weight.detach().clone() for ts in distiller.transforms for t in ts]
+    objective = PoolObjective(get_task("digits"), teacher, VIT, 0.5, 1.0, [1, 3])
+    _, losses = train_model(distiller, objective, t_cfg, TrainParams(task="digits", steps=30, lr=3e-3, batch_size=32))
+    after = [t.weight for ts in distiller.transforms for t in ts]
+    assert all(not torch.equal(a, b) for a, b in zip(after, before))  # the matrices are optimised
+    assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_pool_stitch_init_goes_through_the_teachers_space():
+    from stitching.learngene_pool import PoolDistiller, aux_config, init_from_transforms
+
+    _, t_cfg = vit("vit-s", 5)
+    cfgs = [aux_config(VIT, t_cfg, h, 2) for h in (16, 24)]
+    distiller = PoolDistiller(VIT, [VIT.build(c) for c in cfgs], [16, 24], 48, 2)
+    configs = snnet_v1([2, 2], kernel=1)  # one position per layer: no averaging
+    net = build_network(VIT, [(i, a, c) for i, (a, c) in enumerate(zip(distiller.auxes, cfgs))], configs)
+    init_from_transforms(net, distiller, digits_batch(16))
+    c = next(c for c in net.configs.values() if c.kind == "SL" and c.route[0].stop == 2 and c.route[1].start == 1)
+    x = torch.randn(5, 16)
+    tf, te = distiller.transforms[0][1], distiller.transforms[1][0]  # front block 1 out -> end block 0 out
+    with torch.no_grad():  # s(x) is the least-squares preimage: the residual in teacher space is orthogonal to T_e
+        residual = te(net.stitches[c.stitches[0]](x)) - tf(x)
+        assert torch.allclose(residual @ te.weight, torch.zeros(5, 24), atol=1e-4)
+        assert residual.norm() < tf(x).norm()
+
+
+def test_pool_operator_registers_with_teacher_lineage(catalog, run):
+    from stitching import learngene_pool  # noqa: F401
+
+    teacher = new_model(catalog, "vit-s", "teacher").entry.ref
+    r = run_operator(catalog, "learngene.pool", [Parent(teacher, "teacher")],
+                     {"task": "digits", "distill_steps": 3, "steps": 2, "batch_size": 16}, "pool")
+    assert [p["role"] for p in catalog.show("pool")["parents"]] == ["teacher"]
+    assert r.entry.metrics["stitch/configs"] == len(snnet_v1([2, 2]))
+    assert r.entry.metrics["stored_params"] < catalog.get(teacher).num_params
+    from stitching import frontend
+
+    _, configs = frontend.network(catalog, "pool")
+    assert {c.kind for c in configs} == {"anchor", "SL"} and all("test/accuracy" in c.stats for c in configs)

@@ -103,3 +103,37 @@ def stitch_export(
     """Export one configuration as a standalone checkpoint (anchors export as plain models)."""
     result = load_frontend("stitch").export(catalog(), ref, config_id, budget_flops, out_name, tags=tag)
     _done("exported", result)
+
+
+learngene_app = typer.Typer(help="Learngenes: small reusable parts of a large model that build models of many sizes "
+                                 "(Learngene Pool, SWS).", no_args_is_help=True)
+app.add_typer(learngene_app, name="learngene")
+
+
+@learngene_app.command("pool")
+def learngene_pool(
+    teacher: str = typer.Option(..., "--teacher", help="The large pretrained model to distil."),
+    task: str = typer.Option(..., "--task", help="Task to distil and fine-tune on."),
+    aux_hidden: List[int] = typer.Option([], "--aux-hidden", help="Hidden size of an auxiliary model (repeat) [default: teacher/4, teacher/2]."),
+    aux_depth: Optional[int] = typer.Option(None, "--aux-depth", help="Blocks per auxiliary model [default: half the teacher's]."),
+    distill_steps: int = typer.Option(300, "--distill-steps", help="Distillation steps."),
+    steps: int = typer.Option(200, "--steps", help="Pool fine-tuning steps (one stitched path per step)."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Weight of the hard-label loss (the rest: soft logits + block MSE)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Examples per step."),
+    seed: int = typer.Option(0, "--seed", help="Seed."),
+    out_name: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name of the pool."),
+) -> None:
+    """Distil a teacher into small auxiliary models, stitch their blocks into
+    variable-sized models (a stitched network: see `zoo stitch ls/export`), fine-tune."""
+    from .catalog import Parent
+    from .runner import run_operator
+
+    load_frontend("learngene")
+    cat = catalog()
+    params = {"task": task, "aux_hidden": aux_hidden, "aux_depth": aux_depth, "distill_steps": distill_steps,
+              "steps": steps, "alpha": alpha, "lr": lr, "batch_size": batch_size, "seed": seed}
+    with item_progress("distilling") as advance:
+        result = run_operator(cat, "learngene.pool", [Parent(cat.get(teacher).id, "teacher")],
+                              {k: v for k, v in params.items() if v is not None}, out_name, progress=advance)
+    _done("built pool", result)
