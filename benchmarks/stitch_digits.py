@@ -48,18 +48,18 @@ def throughput(cat: Catalog, net_ref: str, largest_ref: str, steps: int, batch: 
     from stitching.snnet import SNNetParams, train_network
 
     task = get_task("digits")
-    ckpt = cat.open(net_ref)
-    fam, config = family_of(ckpt)
-    net = fam.load(ckpt).float()
-    t0 = time.perf_counter()
-    train_network(net, task, config, SNNetParams(task="digits", steps=steps, batch_size=batch))
-    stitched = steps * batch / (time.perf_counter() - t0)
-    anchor_ckpt = cat.open(largest_ref)
-    afam, aconfig = family_of(anchor_ckpt)
-    model = afam.load(anchor_ckpt).float()
-    t0 = time.perf_counter()
-    train_model(model, task, aconfig, TrainParams(task="digits", steps=steps, batch_size=batch))
-    alone = steps * batch / (time.perf_counter() - t0)
+
+    def images_per_s(ref: str, run) -> float:
+        fam, config = family_of(cat.open(ref))
+        model = fam.load(cat.open(ref)).float()
+        t0 = time.perf_counter()
+        run(model, task, config)
+        return steps * batch / (time.perf_counter() - t0)
+
+    stitched = images_per_s(net_ref, lambda m, t, c: train_network(
+        m, t, c, SNNetParams(task="digits", steps=steps, batch_size=batch)))
+    alone = images_per_s(largest_ref, lambda m, t, c: train_model(
+        m, t, c, TrainParams(task="digits", steps=steps, batch_size=batch)))
     return {"stitched_images_per_s": round(stitched), "largest_anchor_images_per_s": round(alone),
             "ratio": round(stitched / alone, 2)}
 

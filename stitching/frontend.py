@@ -12,6 +12,7 @@ from zoo.runner import RunResult, run_operator
 from zoo.tasks import get_task
 
 from .export import pick_config
+from .sws import expand_learngene, sws  # noqa: F401  (the `zoo learngene sws/expand` front ends)
 
 
 def steps_for(task_spec: str, epochs: float | None, steps: int | None, batch_size: int) -> int | None:

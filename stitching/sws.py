@@ -14,7 +14,8 @@ each stage's layer as often as wanted, with no further training of the gene.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field
@@ -26,7 +27,7 @@ from zoo.families import Widths, family_of, get_family
 from zoo.registry import Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput, RunResult, run_operator
 from zoo.tasks import get_task
-from zoo.training import TrainParams, _write_model, train_model
+from zoo.training import TrainParams, train_model, write_model
 from zoo.writer import TensorSpec
 
 from .distill import DistilledTask
@@ -130,12 +131,14 @@ def gene_stage_lengths(ckpt: Checkpoint) -> list[int]:
 
 # ----- learngene.sws ------------------------------------------------------------------------
 def _load_teacher(ckpt: Checkpoint) -> tuple[torch.nn.Module, dict]:
+    """The teacher as a float32 transformers ViT classifier (timm ViT/DeiT run as one too)."""
     fam, _ = family_of(ckpt)
-    teacher = fam.load(ckpt).float() if fam.name in ("vit", "timm_vit") else None
-    if teacher is None or type(teacher).__name__ != ARCHITECTURE:
-        raise ZooError(f"learngene.sws: the teacher must be a ViT image classifier ({ARCHITECTURE}); "
-                       f"{ckpt.path} is {fam.name}")
-    return teacher, teacher.config.to_dict()
+    if fam.name in ("vit", "timm_vit"):
+        teacher = fam.load(ckpt).float()
+        if type(teacher).__name__ == ARCHITECTURE:
+            return teacher, teacher.config.to_dict()
+    raise ZooError(f"learngene.sws: the teacher must be a ViT image classifier ({ARCHITECTURE}); "
+                   f"{ckpt.path} is a {fam.name} model")
 
 
 def _sws(call: OperatorCall) -> OperatorOutput:
@@ -160,7 +163,7 @@ def _sws(call: OperatorCall) -> OperatorOutput:
     metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
     gene = fold_stages(model, lengths).to(getattr(torch, ckpt.dtype or "float32"))
     notes = {"stage_lengths": lengths, "gene_params": sum(t.numel() for t in gene.parameters())}
-    return OperatorOutput(_write_model(call, gene, ARCHITECTURE, side_from=ckpt), metrics=metrics, notes=notes)
+    return OperatorOutput(write_model(call, gene, ARCHITECTURE, side_from=ckpt), metrics=metrics, notes=notes)
 
 
 # ----- learngene.expand ---------------------------------------------------------------------

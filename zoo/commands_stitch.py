@@ -137,3 +137,41 @@ def learngene_pool(
         result = run_operator(cat, "learngene.pool", [Parent(cat.get(teacher).id, "teacher")],
                               {k: v for k, v in params.items() if v is not None}, out_name, progress=advance)
     _done("built pool", result)
+
+
+@learngene_app.command("sws")
+def learngene_sws(
+    teacher: str = typer.Option(..., "--teacher", help="The pretrained ViT to distil."),
+    task: str = typer.Option(..., "--task", help="Task to distil on."),
+    stages: int = typer.Option(3, "--stages", help="Stages; each keeps one shared layer."),
+    stage_length: int = typer.Option(2, "--stage-length", help="Layers per stage while training (all sharing weights)."),
+    hidden_size: Optional[int] = typer.Option(None, "--hidden-size", help="Width of the learngene [default: the teacher's]."),
+    steps: int = typer.Option(200, "--steps", help="Distillation steps."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Weight of the soft KL to the teacher."),
+    seed: int = typer.Option(0, "--seed", help="Seed."),
+    out_name: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name of the learngene."),
+) -> None:
+    """Distil a teacher into an SWS learngene: stages whose layers share weights, kept as
+    one layer per stage (expand it with `zoo learngene expand`)."""
+    with item_progress("distilling") as advance:
+        result = load_frontend("learngene").sws(catalog(), teacher, task, out_name, progress=advance, stages=stages, stage_length=stage_length,
+                         hidden_size=hidden_size, steps=steps, lr=lr, alpha=alpha, seed=seed)
+    _done("distilled", result)
+
+
+@learngene_app.command("expand")
+def learngene_expand(
+    gene: str = typer.Argument(..., help="An SWS learngene."),
+    depths: str = typer.Option(..., "--depths", help="Layers per stage, comma-separated, e.g. 2,2,2 (the training lengths reproduce the auxiliary model)."),
+    out_name: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name of the new model."),
+) -> None:
+    """Initialise a ViT of any depth from a learngene by repeating each stage's layer."""
+    from .errors import ZooError
+
+    try:
+        counts = [int(d) for d in depths.split(",")]
+    except ValueError:
+        raise ZooError(f"--depths {depths!r}: give whole numbers separated by commas, e.g. 2,2,2") from None
+    result = load_frontend("learngene").expand_learngene(catalog(), gene, counts, out_name)
+    _done("expanded into", result)

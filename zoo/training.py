@@ -47,10 +47,10 @@ def _init(call: OperatorCall) -> OperatorOutput:
     fam = get_family(p.family)
     torch.manual_seed(p.seed)
     model = fam.build({**p.config, "architectures": [fam.architectures[0]]})
-    return OperatorOutput(_write_model(call, model, fam.architectures[0]))
+    return OperatorOutput(write_model(call, model, fam.architectures[0]))
 
 
-def _write_model(call: OperatorCall, model, architecture: str, side_from=None) -> Any:
+def write_model(call: OperatorCall, model, architecture: str, side_from=None) -> Any:
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
              if not (k.endswith("lm_head.weight") and model.config.tie_word_embeddings)}
     config = {**model.config.to_dict(), "architectures": [architecture]}
@@ -142,7 +142,7 @@ def _train(call: OperatorCall) -> OperatorOutput:
     dtype = getattr(torch, ckpt.dtype or "float32")
     model = model.to(dtype)
     arch = (config.get("architectures") or [fam.architectures[0]])[0]
-    return OperatorOutput(_write_model(call, model, arch, side_from=ckpt), metrics=metrics)
+    return OperatorOutput(write_model(call, model, arch, side_from=ckpt), metrics=metrics)
 
 
 register(Operator("init.random", "1", InitParams, _init, "a new, randomly initialised model of a family"))
