@@ -66,6 +66,7 @@ def throughput(cat: Catalog, net_ref: str, largest_ref: str, steps: int, batch: 
 
 def plot(networks: dict[str, list], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -80,6 +81,9 @@ def plot(networks: dict[str, list], path: Path) -> None:
     ax.plot([c.stats["flops"] / 1e6 for c in anchors], [c.stats["test/accuracy"] for c in anchors], "k*--", ms=13,
             lw=0.8, label="anchors (ViT-Ti/S/B shapes)")
     ax.set_xscale("log")
+    ax.set_xticks([0.5, 1, 2, 5, 10, 20])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("MFLOPs per image (log scale)")
     ax.set_ylabel("digits test accuracy")
     ax.set_title("Stitched configurations on digits")
