@@ -298,3 +298,15 @@ def test_pool_operator_registers_with_teacher_lineage(catalog, run):
 
     _, configs = frontend.network(catalog, "pool")
     assert {c.kind for c in configs} == {"anchor", "SL"} and all("test/accuracy" in c.stats for c in configs)
+
+
+def test_epochs_become_steps():
+    from stitching.frontend import steps_for
+
+    n = get_task("digits").train_examples()
+    assert steps_for("digits", 2, None, 64) == -(-2 * n // 64)
+    assert steps_for("digits", None, 7, 64) == 7
+    with pytest.raises(ZooError, match="no epochs"):
+        steps_for("pytext", 1, None, 8)
+    with pytest.raises(ZooError, match="not both"):
+        steps_for("digits", 1, 5, 8)
