@@ -90,7 +90,7 @@ def test_unknown_architecture_names_the_supported(tmp_path):
     save_file({"w": torch.ones(2)}, tmp_path / "w.safetensors")
     with pytest.raises(ZooError, match="not supported; supported families: llama"):
         family_of(Checkpoint.open(tmp_path / "w.safetensors"))
-    assert set(FAMILIES) == {"llama", "gpt2", "bert", "vit", "timm_vit", "stitched"}
+    assert set(FAMILIES) == {"llama", "gpt2", "bert", "vit", "timm_vit", "stitched", "zoo_mlp"}
 
 
 def test_digits_task_splits_and_subsets():

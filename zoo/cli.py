@@ -62,6 +62,8 @@ def _root(
 # --- catalog commands are defined in zoo.commands; operator packages add their own ---
 from . import commands  # noqa: E402,F401  (registers the core commands on `app`)
 from . import commands_stitch  # noqa: E402,F401  (zoo stitch / zoo learngene)
+from . import commands_population  # noqa: E402,F401  (zoo population)
+from . import commands_generate  # noqa: E402,F401  (zoo generate)
 
 
 def _wants_debug(argv: list[str]) -> bool:

@@ -9,6 +9,7 @@ from .base import Axis, Family, TensorRole, Widths
 from .bert import BertFamily
 from .gpt2 import GPT2Family
 from .llama import LlamaFamily
+from .mlp import MLPFamily
 from .stitched import StitchedFamily
 from .vit import TimmViTFamily, ViTFamily
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (LlamaFamily(), GPT2Family(), BertFamily(), ViTFamily(), TimmViTFamily(),
-                                                    StitchedFamily())}
+                                                    StitchedFamily(), MLPFamily())}
 
 
 def supported() -> str:

@@ -1,8 +1,11 @@
 """`digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 images), a fixed
 60/20/20 train/val/test split, accuracy. `digits:0-4` or `digits:1,3,7` keep a class
-subset (labels stay 0-9)."""
+subset (labels stay 0-9). `digits:permN` keeps all ten classes with labels relabelled
+through a fixed permutation (`torch.randperm(10)` seeded with N): digit d gets label
+perm[d], in every split, batch, loss and metric."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, Iterator
 
@@ -14,6 +17,7 @@ from . import register_task
 from .base import Task
 
 SPLIT_SEED = 0
+VARIANTS = "digits, digits:0-4, digits:1,3,7 or digits:permN (labels permuted with seed N)"
 
 
 @lru_cache(maxsize=1)
@@ -28,6 +32,11 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x[perm], y[perm]
 
 
+def label_permutation(seed: int) -> torch.Tensor:
+    """perm[d] = the label of digit d in `digits:perm{seed}`."""
+    return torch.randperm(10, generator=torch.Generator().manual_seed(seed))
+
+
 def parse_classes(variant: str | None) -> tuple[int, ...]:
     if not variant:
         return tuple(range(10))
@@ -40,7 +49,7 @@ def parse_classes(variant: str | None) -> tuple[int, ...]:
             else:
                 classes.add(int(part))
     except ValueError:
-        raise ZooError(f"digits:{variant}: classes must look like 0-4 or 1,3,7") from None
+        raise ZooError(f"digits:{variant}: unknown variant; use {VARIANTS}") from None
     if not classes or min(classes) < 0 or max(classes) > 9:
         raise ZooError(f"digits:{variant}: classes must be within 0-9")
     return tuple(sorted(classes))
@@ -51,8 +60,23 @@ class Digits(Task):
     primary = "accuracy"
 
     def __init__(self, variant: str | None = None):
-        self.classes = parse_classes(variant)
+        self.permutation: torch.Tensor | None = None  # digit -> label (None: labels are digits)
+        m = re.fullmatch(r"perm(\d+)", variant or "")
+        if m:
+            self.classes = tuple(range(10))
+            self.permutation = label_permutation(int(m.group(1)))
+        elif variant and variant.startswith("perm"):
+            raise ZooError(f"digits:{variant}: unknown variant; use {VARIANTS}")
+        else:
+            self.classes = parse_classes(variant)
         self.name = "digits" if variant is None else f"digits:{variant}"
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        """The labels this task's examples carry (its classes, permuted where it permutes)."""
+        if self.permutation is None:
+            return self.classes
+        return tuple(sorted(self.permutation[list(self.classes)].tolist()))
 
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = load_digits()
@@ -63,7 +87,22 @@ class Digits(Task):
         lo, hi = bounds[which]
         x, y = x[lo:hi], y[lo:hi]
         keep = torch.isin(y, torch.tensor(self.classes))
-        return x[keep], y[keep]
+        x, y = x[keep], y[keep]
+        return (x, y) if self.permutation is None else (x, self.permutation[y])
+
+    def support(self, k: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """k random training examples of each of the task's labels, grouped by label in
+        ascending order: {"pixel_values": [k * labels, 1, 8, 8], "labels": [k * labels]}
+        (the dataset sample a dataset-conditioned generator encodes)."""
+        x, y = self.split("train")
+        picks = []
+        for label in self.labels:
+            rows = (y == label).nonzero().flatten()
+            if not 0 < k <= len(rows):
+                raise ZooError(f"{self.name}: support needs 1 to {len(rows)} examples per class, not {k}")
+            picks.append(rows[torch.randperm(len(rows), generator=generator)[:k]])
+        idx = torch.cat(picks)
+        return {"pixel_values": x[idx], "labels": y[idx]}
 
     def check(self, family, config: dict) -> None:
         super().check(family, config)
