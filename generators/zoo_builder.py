@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from zoo.card import model_card
 from zoo.catalog import Catalog, RunRecord
 from zoo.catalog.catalog import NAME_OK
-from zoo.card import model_card
 from zoo.errors import ZooError
 from zoo.families.mlp import DEFAULT_LAYER_SIZES, mlp_config
 from zoo.tasks import get_task

@@ -20,10 +20,9 @@ TASKS, SEEDS = ["digits:perm3", "digits:1,4,7"], [0, 1]
 
 @pytest.fixture(scope="module")
 def pop(tmp_path_factory):
-    """A 2 tasks x 2 seeds population in its own catalog: (catalog, entries, timings)."""
-    from zoo import Catalog
-
+    """A 2 tasks x 2 seeds population in its own catalog: (catalog, entries)."""
     from generators.zoo_builder import build_population
+    from zoo import Catalog
 
     root = tmp_path_factory.mktemp("pop")
     catalog = Catalog(root / "catalog.db", store=root / "store")
@@ -202,7 +201,15 @@ def test_population_command(run):
 
 
 def test_population_command_bad_task_is_one_line(run):
-    code, out, err = run("population", "--task", "digits:banana", "--steps", "5")
+    code, _, err = run("population", "--task", "digits:banana", "--steps", "5")
     assert code != 0 and err.count("\n") == 1 and err.startswith("error: digits:banana: unknown variant")
     code, _, err = run("population")
     assert code != 0 and "no tasks" in err
+
+
+def test_population_models_show_their_run(catalog):
+    from generators.zoo_builder import build_population
+
+    entry = build_population(catalog, ["digits:0-4"], [0], steps=3, prefix="p")[0]
+    run = catalog.show(entry.ref)["run"]
+    assert run["operator"] == "train.population" and run["params"]["task"] == "digits:0-4"

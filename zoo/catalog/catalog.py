@@ -350,8 +350,13 @@ class Catalog:
     def producing_run(self, ref: str | int | ModelEntry) -> Run | None:
         entry = self.get(ref)
         with self._read() as s:
-            return s.exec(select(Run).join(LineageEdge, LineageEdge.run_id == Run.id)
-                          .where(LineageEdge.child_id == entry.id)).first()
+            run = s.exec(select(Run).join(LineageEdge, LineageEdge.run_id == Run.id)
+                         .where(LineageEdge.child_id == entry.id)).first()
+            if run is None:  # a run with no inputs (e.g. a trained population): found by its output
+                from sqlalchemy import String, cast
+
+                run = s.exec(select(Run).where(cast(Run.outputs, String).like(f'[{{"id": {entry.id}, %'))).first()
+            return run
 
     def show(self, ref: str | int | ModelEntry) -> dict:
         """Everything about one model: the `zoo show --json` schema."""
