@@ -124,12 +124,18 @@ def train_model(model, task, config: dict, p: TrainParams, progress=None,
     return model, losses
 
 
+def for_task(ckpt, task_spec: str):
+    """(family, config, task) for running a checkpoint on a task; one line if they do not fit."""
+    fam, config = family_of(ckpt)
+    task = get_task(task_spec)
+    task.check(fam, config)
+    return fam, config, task
+
+
 def _train(call: OperatorCall) -> OperatorOutput:
     p: TrainParams = call.params
     ckpt = call.checkpoint(0)
-    fam, config = family_of(ckpt)
-    task = get_task(p.task)
-    task.check(fam, config)
+    fam, config, task = for_task(ckpt, p.task)
     model = fam.load(ckpt).float()
     if call.progress is not None and hasattr(call.progress, "set_total"):
         call.progress.set_total(p.steps)
@@ -172,9 +178,7 @@ def train(catalog: Catalog, ref: str | int, task: str, out: str | None = None, p
 def evaluate(catalog: Catalog, ref: str | int, task_spec: str, split: str = "test") -> dict[str, float]:
     """Run a task's evaluation and store the metrics on the entry (as 'task/metric')."""
     ckpt = catalog.open(ref)
-    fam, config = family_of(ckpt)
-    task = get_task(task_spec)
-    task.check(fam, config)
+    fam, config, task = for_task(ckpt, task_spec)
     model = fam.load(ckpt).float()
     metrics = {task.metric_key(k if split == "test" else f"{split}_{k}"): v
                for k, v in task.evaluate(model, config, split).items()}

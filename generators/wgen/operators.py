@@ -24,7 +24,7 @@ from zoo.families import detect, family_of
 from zoo.registry import Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput
 from zoo.tasks import get_task
-from zoo.training import TrainParams, train_model
+from zoo.training import TrainParams, for_task, train_model
 
 from .generator import WeightGenerator
 from .layout import WeightLayout
@@ -175,9 +175,7 @@ def collect_checkpoints(model, task, config: dict, subset: list[str], p: PDiffPa
 def _pdiff_train(call: OperatorCall) -> OperatorOutput:
     p: PDiffParams = call.params
     ckpt = call.checkpoint(0)
-    family, target = family_of(ckpt)
-    task = get_task(p.task)
-    task.check(family, target)
+    family, target, task = for_task(ckpt, p.task)
     names = ckpt.names()
     subset = p.subset or last_layer(names)
     unknown = [n for n in subset if n not in names]
