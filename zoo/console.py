@@ -61,15 +61,14 @@ def print_json(data: Any) -> None:
 
 
 @contextmanager
-def byte_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+def byte_progress(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
     """A transient progress bar on stderr, fed by byte counts (thread-safe)."""
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                TransferSpeedColumn)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+        yield ItemProgress(progress, progress.add_task(description, total=total))
 
 
 class ItemProgress:

@@ -143,15 +143,23 @@ class Catalog:
         parents: Sequence[Parent] = (),
         metrics: dict | None = None,
         progress: Progress | None = None,
+        source: str | None = None,
     ) -> AddResult:
         """Index a checkpoint in place (or copy it into the store); legacy pickles are
-        converted to safetensors in the store. Identical bytes return the existing entry."""
+        converted to safetensors in the store. Identical bytes return the existing entry.
+        `source` (e.g. `hub:org/name@commit`): `path` is a folder already written in the
+        store (`incoming_path()`) that the entry adopts, with `source` as its location."""
         ckpt = Checkpoint.open(path)
         name = _check_name(name or _default_name(ckpt))
         parent_ids = self._parent_ids(parents)  # fail on a bad parent before any work
         incoming: Path | None = None
         try:
-            if ckpt.needs_conversion:
+            if source is not None:
+                incoming = Path(path)
+                paths = [ckpt.root / rel for rel in ckpt.files()]
+                files = [(rel, p.stat().st_size, d) for rel, p, d in
+                         zip(ckpt.files(), paths, sha256_files(paths, progress))]
+            elif ckpt.needs_conversion:
                 incoming = self._incoming_path()
                 written = _convert_pickled(ckpt, incoming)
                 files = [(f.path, f.size, f.sha256) for f in written.files]
@@ -169,7 +177,7 @@ class Catalog:
                 return AddResult(existing, created=False)
             location = None if incoming else str(ckpt.path)
             entry = self._insert(name, ckpt, files, digest, location, incoming, tags, parents=parent_ids,
-                                 metrics=metrics)
+                                 metrics=metrics, source=source)
             incoming = None
             return AddResult(entry, created=True)
         finally:
@@ -225,6 +233,7 @@ class Catalog:
         parents: list[tuple[ModelEntry, Parent]] = (),
         run: RunRecord | None = None,
         metrics: dict | None = None,
+        source: str | None = None,
     ) -> ModelEntry:
         config = ckpt.config
         family, arch = detect_family(config, ckpt.names())
@@ -245,7 +254,7 @@ class Catalog:
                     entry = ModelEntry(
                         name=name, version=version, family=family, architecture=arch,
                         num_params=ckpt.num_params, dtype=ckpt.dtype, bytes=sum(f[1] for f in files),
-                        location=str(path), path=str(path), owned=move_from is not None, digest=digest,
+                        location=source or str(path), path=str(path), owned=move_from is not None, digest=digest,
                         config=config, metrics=metrics or None,
                     )
                     s.add(entry)
