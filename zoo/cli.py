@@ -64,6 +64,7 @@ from . import commands  # noqa: E402,F401  (registers the core commands on `app`
 from . import commands_stitch  # noqa: E402,F401  (zoo stitch / zoo learngene)
 from . import commands_population  # noqa: E402,F401  (zoo population)
 from . import commands_generate  # noqa: E402,F401  (zoo generate)
+from . import commands_tui  # noqa: E402,F401  (zoo tui)
 from . import commands_hub  # noqa: E402,F401  (zoo push / zoo pull)
 
 

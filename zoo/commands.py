@@ -106,21 +106,6 @@ def list_models(
     out.print(table if rows else "[dim]no models (add one with `zoo add PATH`, or try `zoo demo`)[/dim]")
 
 
-def _family_widths(info: dict) -> dict | None:
-    """The family adapter's view of a model (None when its family is not supported)."""
-    from .families import detect
-
-    names = []
-    fam = detect(info["config"], names) if info["config"] else None
-    if fam is None:
-        return None
-    try:
-        w = fam.widths(info["config"])
-    except KeyError:
-        return None
-    return {**vars(w), "family": fam.name, "norm": fam.norm}
-
-
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -130,7 +115,9 @@ def show(ref: str = typer.Argument(..., help="name, name@VERSION or id."),
          as_json: bool = typer.Option(False, "--json", help="Everything as one JSON object.")) -> None:
     """Show one model: metadata, files and digests, family shape, lineage, run."""
     info = catalog().show(ref)
-    info["widths"] = _family_widths(info)
+    from .families import widths_summary
+
+    info["widths"] = widths_summary(info["config"])
     if as_json:
         print_json(info)
         return

@@ -44,6 +44,18 @@ def family_of(ckpt: "Checkpoint") -> tuple[Family, dict]:
     return fam, config
 
 
+def widths_summary(config: dict | None) -> dict | None:
+    """The family adapter's view of a config's shape (as `zoo show` prints it), None if unknown."""
+    fam = detect(config, []) if config else None
+    if fam is None:
+        return None
+    try:
+        w = fam.widths(config)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+    return {**vars(w), "family": fam.name, "norm": fam.norm}
+
+
 def get_family(name: str) -> Family:
     try:
         return FAMILIES[name]
@@ -51,4 +63,5 @@ def get_family(name: str) -> Family:
         raise ZooError(f"unknown family {name!r}; supported: {supported()}") from None
 
 
-__all__ = ["Axis", "FAMILIES", "Family", "TensorRole", "Widths", "detect", "family_of", "get_family", "supported"]
+__all__ = ["Axis", "FAMILIES", "Family", "TensorRole", "Widths", "detect", "family_of", "get_family", "supported",
+           "widths_summary"]

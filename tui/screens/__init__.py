@@ -1,0 +1,1 @@
+"""Screens of the TUI: the catalog browser, runs, compare, prompts and help."""
