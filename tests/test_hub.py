@@ -57,6 +57,7 @@ def test_push_pull_round_trip_with_lineage(hub, tmp_path, source):
     assert cat.get(ft.ref).card["hub_pushes"][-1] == {"repo_id": "me/ft", "commit": pf.commit, "revision": "main"}
     card = hub.state.repos["me/ft"].commits[pf.commit]["README.md"].decode()
     assert "base_model:\n- me/base" in card and "weightzoo" in card and base.digest in card
+    assert "library_name: transformers" in card and "base_model_relation: finetune" in card
     assert set(a for a in hub.state.auth if a) == {f"Bearer {TOKEN}"}  # the token went only in the header
 
     other = fresh(tmp_path)

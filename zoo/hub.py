@@ -22,6 +22,9 @@ from .catalog import Catalog, ModelEntry, Parent
 from .errors import ZooError
 
 
+HF_FAMILIES = {"llama", "gpt2", "bert", "vit"}  # model types transformers loads as they are
+
+
 @dataclass
 class PushResult:
     repo_id: str
@@ -97,7 +100,8 @@ def card_for(catalog: Catalog, ref: str | int) -> str:
         except ZooError:
             relation = None
     relation = relation or ("finetune" if parents and len(parents) == 1 else "merge" if len(parents) > 1 else None)
-    return model_card(info["name"], operator, run.get("params") or {}, parents, relation)
+    library = {"timm_vit": "timm"}.get(info.get("family"), "transformers" if info.get("family") in HF_FAMILIES else None)
+    return model_card(info["name"], operator, run.get("params") or {}, parents, relation, library=library)
 
 
 def push(catalog: Catalog, ref: str | int, repo_id: str, *, private: bool = False, revision: str | None = None,
