@@ -66,6 +66,7 @@ from . import commands_population  # noqa: E402,F401  (zoo population)
 from . import commands_generate  # noqa: E402,F401  (zoo generate)
 from . import commands_tui  # noqa: E402,F401  (zoo tui)
 from . import commands_hub  # noqa: E402,F401  (zoo push / zoo pull)
+from . import commands_build  # noqa: E402,F401  (zoo build)
 
 
 def _wants_debug(argv: list[str]) -> bool:

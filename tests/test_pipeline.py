@@ -1,0 +1,97 @@
+"""Pipelines: checks before running, caching and resume, grids, failure isolation,
+eval/select with reports, parallel jobs, the `zoo build` command."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from zoo.errors import ZooError
+from zoo.pipeline import Pipeline, plan, run_pipeline
+
+VIT = {"family": "vit", "config": {"hidden_size": 12, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                   "intermediate_size": 24, "image_size": 8, "patch_size": 4, "num_channels": 1,
+                                   "num_labels": 10}}
+
+
+def doc(**extra_steps) -> dict:
+    steps = {
+        "base": {"op": "init.random", "params": VIT},
+        "a": {"op": "train.finetune", "inputs": ["base"], "params": {"task": "digits:0-4", "steps": 3}},
+        "b": {"op": "train.finetune", "inputs": ["base"], "params": {"task": "digits:5-9", "steps": 3, "seed": 1}},
+        "merged": {"op": "merge.task_arithmetic", "inputs": [{"ref": "base", "role": "base"}, "a", "b"],
+                   "grid": {"parameters.lambda": [0.5, 1.0]}},
+        "scored": {"op": "eval", "inputs": ["merged", "a"], "params": {"task": "digits"}},
+        "best": {"op": "select", "inputs": ["scored"], "params": {"metric": "digits/accuracy"}},
+    }
+    steps.update(extra_steps)
+    return {"name": "t", "steps": steps}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"a": {"op": "train.finetune", "inputs": ["b"], "params": {"task": "digits"}},
+      "b": {"op": "train.finetune", "inputs": ["a"], "params": {"task": "digits"}}}, "cycle"),
+    ({"x": {"op": "merge.nope", "inputs": ["base"]}}, "unknown operator 'merge.nope'"),
+    ({"x": {"op": "train.finetune", "inputs": ["base"], "params": {"task": "digits", "stepz": 3}}}, "unknown parameter 'stepz'"),
+    ({"x": {"op": "train.finetune", "inputs": ["nowhere"], "params": {"task": "digits"}}}, "neither a step nor"),
+    ({"x": {"op": "train.finetune", "inputs": ["base"], "grid": {"steps": []}}}, "non-empty list"),
+])
+def test_problems_are_reported_before_anything_runs(catalog, change, message):
+    with pytest.raises(ZooError, match=message):
+        run_pipeline(catalog, Pipeline.from_dict(doc(**change)))
+    assert catalog.ls() == []
+
+
+def test_plan_lists_steps_in_order_with_grid_points(catalog):
+    steps = plan(catalog, Pipeline.from_dict(doc()))
+    order = [s["step"] for s in steps]
+    assert order.index("base") < order.index("a") < order.index("merged") < order.index("best")
+    merged = next(s for s in steps if s["step"] == "merged")
+    assert merged["runs"] == 2 and merged["outputs"] == ["t-merged-0", "t-merged-1"]
+    assert catalog.ls() == []
+
+
+def test_build_caches_resumes_and_forces(catalog, tmp_path):
+    pipe = Pipeline.from_dict(doc())
+    first = run_pipeline(catalog, pipe, report_dir=tmp_path / "r")
+    assert {n: r.status for n, r in first.items()} == {"base": "ran", "a": "ran", "b": "ran", "merged": "ran",
+                                                      "scored": "ran", "best": "ran"}
+    lams = sorted(catalog.show(ref)["run"]["params"]["parameters"]["lambda"] for ref in first["merged"].outputs)
+    assert lams == [0.5, 1.0]
+    kept = first["best"].outputs
+    scores = {r["ref"]: r["metric"] for r in first["best"].report["rows"]}
+    assert len(kept) == 1 and scores[kept[0]] == max(scores.values())
+    assert (tmp_path / "r" / "t-best.md").exists() and (tmp_path / "r" / "t-best.png").stat().st_size > 1000
+    n_models = len(catalog.ls())
+    again = run_pipeline(catalog, pipe, force={"b"})
+    assert again["base"].status == again["a"].status == "reused"
+    assert again["b"].status == "ran"  # forced; its output name is reused as a new version
+    assert len(catalog.ls()) == n_models + 1  # b@2
+    assert again["merged"].status == "reused"  # b@2 has b@1's bytes: same input digests, same cache key
+
+
+def test_a_failed_step_stops_only_its_descendants(catalog):
+    broken = doc(bad={"op": "train.finetune", "inputs": ["base"], "params": {"task": "pytext", "steps": 1}},
+                 after={"op": "eval", "inputs": ["bad"], "params": {"task": "digits"}})
+    results = run_pipeline(catalog, Pipeline.from_dict(broken), jobs=2)
+    assert results["bad"].status == "failed" and "vision" in results["bad"].detail
+    assert results["after"].status == "skipped"
+    assert results["best"].status == "ran" and results["merged"].status == "ran"
+
+
+def test_pareto_select_and_build_command(run, tmp_path):
+    pipe = doc(front={"op": "select", "inputs": ["scored"], "params": {"metric": "digits/accuracy", "mode": "pareto"}})
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(pipe))
+    code, out, err = run("build", str(path), "--dry-run")
+    assert code == 0 and "merged: merge.task_arithmetic" in out
+    code, out, err = run("build", str(path), "--json", "--reports", str(tmp_path / "rep"))
+    rows = {r["step"]: r for r in json.loads(out)}
+    assert code == 0 and rows["front"]["status"] == "ran" and rows["front"]["outputs"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc(x={"op": "train.finetune", "inputs": ["base"], "params": {"task": "pytext"}})))
+    code, out, err = run("build", str(bad))
+    assert code != 0 and err.strip().splitlines()[-1].startswith("error: 1 step(s) did not finish: x")
+    code, _, err = run("build", str(tmp_path / "missing.yaml"))
+    assert code != 0 and "no such pipeline file" in err

@@ -1,0 +1,49 @@
+"""`zoo build PIPELINE.yaml`: run a variant-building pipeline (see zoo/pipeline.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .cli import app, catalog
+from .console import err, out, print_json
+
+
+@app.command()
+def build(
+    pipeline_file: Path = typer.Argument(..., help="The pipeline YAML (steps: name -> {op, params, inputs, grid})."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check everything and print the plan; run nothing."),
+    force: List[str] = typer.Option([], "--force", help="Run this step again even if cached (repeatable)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Independent steps run in parallel."),
+    report_dir: Optional[Path] = typer.Option(Path("pipeline-reports"), "--reports", help="Where select steps write their reports."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Build every step of a pipeline in dependency order. Cycles, unknown operators,
+    unknown params and missing inputs are reported before anything runs; steps whose
+    operator, params and input digests match a recorded run reuse it, so an interrupted
+    build resumes; a failed step stops only the steps that depend on it."""
+    from .errors import ZooError
+    from .pipeline import Pipeline, plan, run_pipeline
+
+    cat = catalog()
+    pipe = Pipeline.load(pipeline_file)
+    if dry_run:
+        steps = plan(cat, pipe)
+        if as_json:
+            print_json(steps)
+        else:
+            for s in steps:
+                runs = f"{s['runs']} run(s) -> {', '.join(s['outputs'])}" if s["runs"] else "(in process)"
+                out.print(f"{s['step']}: {s['op']} <- {', '.join(s['inputs']) or '-'}  {runs}")
+        return
+    results = run_pipeline(cat, pipe, force=set(force), jobs=jobs, report_dir=report_dir, log=lambda m: err.print(m))
+    rows = [{"step": r.name, "status": r.status, "outputs": r.outputs, "detail": r.detail} for r in results.values()]
+    if as_json:
+        print_json(rows)
+    else:
+        for r in rows:
+            out.print(f"{r['step']:<16} {r['status']:<8} {', '.join(r['outputs'])}  {r['detail']}")
+    failed = [r for r in rows if r["status"] in ("failed", "skipped")]
+    if failed:
+        raise ZooError(f"{len(failed)} step(s) did not finish: " + ", ".join(f"{r['step']} ({r['detail']})" for r in failed))

@@ -1,0 +1,314 @@
+"""Variant-building pipelines (`zoo build PIPELINE.yaml`): named steps, each a registered
+operator (or `eval` / `select`) with params and inputs (catalog refs or earlier steps),
+run as a DAG. Everything is checked before anything runs; steps reuse cached runs (same
+operator, version, params and input digests), so an interrupted build resumes where it
+stopped; a failed step stops only its descendants; `grid` sweeps a step's params.
+
+    name: demo
+    steps:
+      base:   {op: init.random, params: {family: vit, config: {hidden_size: 24, ...}}}
+      tuned:  {op: train.finetune, inputs: [base], params: {task: digits, steps: 100}}
+      merged: {op: merge.task_arithmetic, inputs: [{ref: base, role: base}, tuned],
+               grid: {lambda: [0.5, 1.0]}}
+      scored: {op: eval, inputs: [merged], params: {task: digits}}
+      best:   {op: select, inputs: [scored], params: {metric: digits/accuracy}}
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .catalog import Catalog, Parent
+from .errors import ZooError
+
+PSEUDO = {"eval", "select"}
+DEFAULT_ROLE = {"train": "base", "expand": "source", "learngene": "teacher", "generate": "generator"}
+
+
+@dataclass
+class StepInput:
+    ref: str
+    role: str | None = None
+    weight: float | None = None
+
+
+@dataclass
+class Step:
+    name: str
+    op: str
+    params: dict = field(default_factory=dict)
+    inputs: list[StepInput] = field(default_factory=list)
+    grid: dict[str, list] = field(default_factory=dict)
+
+    def points(self) -> list[dict]:
+        """The params of each grid point (one point without a grid)."""
+        import copy
+
+        if not self.grid:
+            return [dict(self.params)]
+        points = []
+        for values in itertools.product(*self.grid.values()):
+            point = copy.deepcopy(self.params)
+            for key, value in zip(self.grid, values):  # dotted keys reach nested params
+                *path, leaf = key.split(".")
+                node = point
+                for part in path:
+                    node = node.setdefault(part, {})
+                node[leaf] = value
+            points.append(point)
+        return points
+
+
+@dataclass
+class Pipeline:
+    name: str
+    steps: dict[str, Step]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Pipeline":
+        import yaml
+
+        try:
+            doc = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ZooError(f"{path}: no such pipeline file") from None
+        except yaml.YAMLError as e:
+            raise ZooError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        return cls.from_dict(doc, default_name=Path(path).stem)
+
+    @classmethod
+    def from_dict(cls, doc: Any, default_name: str = "pipeline") -> "Pipeline":
+        if not isinstance(doc, dict) or not isinstance(doc.get("steps"), dict) or not doc["steps"]:
+            raise ZooError("a pipeline needs a `steps:` mapping of step name -> {op, params, inputs}")
+        steps = {}
+        for name, spec in doc["steps"].items():
+            if not isinstance(spec, dict) or "op" not in spec:
+                raise ZooError(f"step {name!r}: give its operator as `op:`")
+            unknown = set(spec) - {"op", "params", "inputs", "grid"}
+            if unknown:
+                raise ZooError(f"step {name!r}: unknown key {sorted(unknown)[0]!r} (op, params, inputs, grid)")
+            inputs = []
+            for item in spec.get("inputs") or []:
+                if isinstance(item, str):
+                    inputs.append(StepInput(item))
+                elif isinstance(item, dict) and "ref" in item:
+                    inputs.append(StepInput(str(item["ref"]), item.get("role"), item.get("weight")))
+                else:
+                    raise ZooError(f"step {name!r}: an input is a ref or {{ref, role, weight}}")
+            grid = spec.get("grid") or {}
+            if not all(isinstance(v, list) and v for v in grid.values()):
+                raise ZooError(f"step {name!r}: each grid entry is a non-empty list of values")
+            steps[str(name)] = Step(str(name), str(spec["op"]), dict(spec.get("params") or {}), inputs, grid)
+        return cls(str(doc.get("name") or default_name), steps)
+
+    # --- checking ----------------------------------------------------------------------------
+    def graph(self):
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.add_nodes_from(self.steps)
+        for step in self.steps.values():
+            for inp in step.inputs:
+                if inp.ref in self.steps:
+                    g.add_edge(inp.ref, step.name)
+        return g
+
+    def check(self, catalog: Catalog) -> list[str]:
+        """Every problem found before anything runs; returns the run order."""
+        import networkx as nx
+
+        from .registry import get_operator
+
+        g = self.graph()
+        try:
+            cycle = nx.find_cycle(g)
+            raise ZooError("the steps form a cycle: " + " -> ".join([a for a, _ in cycle] + [cycle[0][0]]))
+        except nx.NetworkXNoCycle:
+            pass
+        for step in self.steps.values():
+            for inp in step.inputs:
+                if inp.ref not in self.steps:
+                    try:
+                        catalog.get(inp.ref)
+                    except ZooError:
+                        raise ZooError(f"step {step.name!r}: input {inp.ref!r} is neither a step nor a catalog "
+                                       "model") from None
+            if step.op in PSEUDO:
+                continue
+            op = get_operator(step.op)  # unknown operator: one line naming the known ones
+            for point in step.points():
+                try:
+                    op.validate(point)
+                except ZooError as e:
+                    raise ZooError(f"step {step.name!r}: {e}") from None
+        return list(nx.topological_sort(g))
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # ran, reused, failed, skipped, planned
+    outputs: list[str] = field(default_factory=list)
+    detail: str = ""
+    report: dict | None = None
+
+
+def output_name(pipeline: str, step: Step, index: int) -> str:
+    return f"{pipeline}-{step.name}" + (f"-{index}" if step.grid else "")
+
+
+def _role(step: Step, inp: StepInput) -> str:
+    if inp.role:
+        return inp.role
+    return DEFAULT_ROLE.get(step.op.split(".", 1)[0], "input")
+
+
+def run_pipeline(catalog: Catalog, pipeline: Pipeline, *, force: set[str] = frozenset(), jobs: int = 1,
+                 report_dir: Path | None = None, log: Callable[[str], None] = lambda msg: None) -> dict[str, StepResult]:
+    """Run every step in dependency order (independent ones in parallel with jobs > 1)."""
+    order = pipeline.check(catalog)
+    unknown = set(force) - set(pipeline.steps)
+    if unknown:
+        raise ZooError(f"--force {sorted(unknown)[0]!r}: no such step")
+    g = pipeline.graph()
+    results: dict[str, StepResult] = {}
+    pending = list(order)
+
+    def ready(name: str) -> bool:
+        return all(p in results for p in g.predecessors(name))
+
+    def launch(name: str) -> StepResult:
+        step = pipeline.steps[name]
+        bad = [p for p in g.predecessors(name) if results[p].status in ("failed", "skipped")]
+        if bad:
+            return StepResult(name, "skipped", detail=f"{bad[0]} did not finish")
+        try:
+            return _run_step(catalog, pipeline, step, results, name in force, report_dir)
+        except Exception as e:  # noqa: BLE001 - a failed step stops its descendants, not the build
+            return StepResult(name, "failed", detail=str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        running: dict = {}
+        while pending or running:
+            for name in [n for n in pending if ready(n)][: max(1, jobs) - len(running)]:
+                pending.remove(name)
+                running[pool.submit(launch, name)] = name
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                res = fut.result()
+                results[running.pop(fut)] = res
+                log(f"{res.name}: {res.status}" + (f" ({res.detail})" if res.detail else "")
+                    + (f" -> {', '.join(res.outputs)}" if res.outputs else ""))
+    return {n: results[n] for n in order}
+
+
+def _inputs(step: Step, results: dict[str, StepResult]) -> list[Parent]:
+    parents = []
+    for inp in step.inputs:
+        refs = results[inp.ref].outputs if inp.ref in results else [inp.ref]
+        parents += [Parent(r, _role(step, inp), inp.weight) for r in refs]
+    return parents
+
+
+def _run_step(catalog: Catalog, pipeline: Pipeline, step: Step, results: dict[str, StepResult], force: bool,
+              report_dir: Path | None) -> StepResult:
+    from .runner import run_operator
+
+    parents = _inputs(step, results)
+    if step.op == "eval":
+        return _eval(catalog, step, parents)
+    if step.op == "select":
+        return _select(catalog, pipeline, step, parents, report_dir)
+    outs, reused = [], 0
+    for i, point in enumerate(step.points()):
+        r = run_operator(catalog, step.op, parents, point, output_name(pipeline.name, step, i), reuse=not force,
+                         tags=[f"pipeline={pipeline.name}"])
+        outs.append(r.entry.ref)
+        reused += r.reused
+    status = "reused" if reused == len(outs) else "ran"
+    return StepResult(step.name, status, outs, detail=f"{reused} of {len(outs)} reused" if step.grid else "")
+
+
+def _eval(catalog: Catalog, step: Step, parents: list[Parent]) -> StepResult:
+    from .training import evaluate
+
+    task = step.params.get("task")
+    if not task:
+        raise ZooError(f"step {step.name!r}: eval needs params.task")
+    scores = {p.ref: evaluate(catalog, p.ref, task, step.params.get("split", "test")) for p in parents}
+    return StepResult(step.name, "ran", [p.ref for p in parents], report=scores)
+
+
+def _select(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Parent],
+            report_dir: Path | None) -> StepResult:
+    """Keep the best model by a metric, or the Pareto front of metric vs a cost (params);
+    write a report (Markdown table + PNG) when a report folder is given."""
+    metric = step.params.get("metric")
+    if not metric:
+        raise ZooError(f"step {step.name!r}: select needs params.metric (e.g. digits/accuracy)")
+    mode = step.params.get("mode", "best")
+    higher = step.params.get("higher_is_better", True)
+    rows = []
+    for p in parents:
+        e = catalog.get(p.ref)
+        if metric not in (e.metrics or {}):
+            raise ZooError(f"step {step.name!r}: {e.ref} has no metric {metric!r} (add an eval step before)")
+        rows.append({"ref": e.ref, "metric": e.metrics[metric], "params": e.num_params or 0})
+    sign = 1 if higher else -1
+    if mode == "best":
+        kept = [max(rows, key=lambda r: sign * r["metric"])["ref"]]
+    elif mode == "pareto":
+        kept, best = [], float("-inf")
+        for r in sorted(rows, key=lambda r: (r["params"], -sign * r["metric"])):
+            if sign * r["metric"] > best:
+                kept.append(r["ref"])
+                best = sign * r["metric"]
+    else:
+        raise ZooError(f"step {step.name!r}: select mode is best or pareto, not {mode!r}")
+    for r in rows:
+        r["kept"] = r["ref"] in kept
+    if report_dir is not None:
+        _write_report(Path(report_dir) / f"{pipeline.name}-{step.name}", metric, rows)
+    return StepResult(step.name, "ran", kept, report={"rows": rows, "kept": kept})
+
+
+def _write_report(stem: Path, metric: str, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"| model | params | {metric} | kept |", "|---|---|---|---|"]
+    lines += [f"| {r['ref']} | {r['params']:,} | {r['metric']:.4f} | {'yes' if r['kept'] else ''} |" for r in rows]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    ax.scatter([r["params"] for r in rows], [r["metric"] for r in rows], color="tab:blue", label="candidates")
+    kept = [r for r in rows if r["kept"]]
+    ax.scatter([r["params"] for r in kept], [r["metric"] for r in kept], color="red", label="kept")
+    for r in rows:
+        ax.annotate(r["ref"], (r["params"], r["metric"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"))
+    plt.close(fig)
+    stem.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+
+
+def plan(catalog: Catalog, pipeline: Pipeline) -> list[dict]:
+    """What `--dry-run` prints: each step in order with its operator, inputs and grid size."""
+    order = pipeline.check(catalog)
+    out = []
+    for name in order:
+        step = pipeline.steps[name]
+        out.append({"step": name, "op": step.op, "inputs": [i.ref for i in step.inputs],
+                    "runs": len(step.points()) if step.op not in PSEUDO else 0,
+                    "outputs": [output_name(pipeline.name, step, i) for i in range(len(step.points()))]
+                    if step.op not in PSEUDO else []})
+    return out
