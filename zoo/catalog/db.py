@@ -10,7 +10,7 @@ import os
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
 from sqlmodel import SQLModel, create_engine, select
 from sqlmodel import Session
 
@@ -30,6 +30,23 @@ def resolve_url(target: str | os.PathLike | None) -> str:
     except ArgumentError:
         raise CatalogError(f"cannot read catalog URL {url!r}") from None
     return url
+
+
+def _create_tables(engine: Engine, attempts: int = 5) -> None:
+    """CREATE TABLE IF NOT EXISTS, tolerating other processes creating them at the same
+    moment (PostgreSQL reports that race as a unique violation in its catalogs)."""
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(attempts):
+        try:
+            SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in _tables()])
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def make_engine(url: str) -> Engine:
@@ -69,7 +86,7 @@ def init_schema(engine: Engine, url: str) -> bool:
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
-        SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in _tables()])
+        _create_tables(engine)
         with Session(engine.execution_options(zoo_write=True)) as s:
             meta = s.get(Meta, "schema_version")
             migrated = meta is not None and int(meta.value) < SCHEMA_VERSION
@@ -80,7 +97,10 @@ def init_schema(engine: Engine, url: str) -> bool:
                     s.connection().exec_driver_sql("ALTER TABLE models ADD COLUMN listing TEXT")
                 meta.value = str(SCHEMA_VERSION)
                 s.add(meta)
-            s.commit()
+            try:
+                s.commit()
+            except IntegrityError:  # another process wrote the schema version first
+                s.rollback()
         return migrated
     except DatabaseError as e:
         msg = str(e.orig) if getattr(e, "orig", None) else str(e)
