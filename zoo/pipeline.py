@@ -26,7 +26,8 @@ from .catalog import Catalog, Parent
 from .errors import ZooError
 
 PSEUDO = {"eval", "select"}
-DEFAULT_ROLE = {"train": "base", "expand": "source", "learngene": "teacher", "generate": "generator"}
+DEFAULT_ROLE = {"train": "base", "expand": "source", "stitch": "anchor", "learngene": "teacher",
+                "generate.sample": "generator", "generate.pdiff": "base", "generate.d2nwg": "zoo"}
 
 
 @dataclass
@@ -164,7 +165,10 @@ def output_name(pipeline: str, step: Step, index: int) -> str:
 def _role(step: Step, inp: StepInput) -> str:
     if inp.role:
         return inp.role
-    return DEFAULT_ROLE.get(step.op.split(".", 1)[0], "input")
+    for prefix in (step.op.rsplit(".", 1)[0], step.op.split(".", 1)[0]):
+        if prefix in DEFAULT_ROLE:
+            return DEFAULT_ROLE[prefix]
+    return DEFAULT_ROLE.get(step.op, "input")
 
 
 def run_pipeline(catalog: Catalog, pipeline: Pipeline, *, force: set[str] = frozenset(), jobs: int = 1,
