@@ -95,3 +95,12 @@ def test_pareto_select_and_build_command(run, tmp_path):
     assert code != 0 and err.strip().splitlines()[-1].startswith("error: 1 step(s) did not finish: x")
     code, _, err = run("build", str(tmp_path / "missing.yaml"))
     assert code != 0 and "no such pipeline file" in err
+
+
+def test_example_pipeline_is_valid(catalog):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "digits_variants.yaml"
+    steps = {s["step"]: s for s in plan(catalog, Pipeline.load(example))}
+    assert {"merged", "wider", "stitched", "generated", "best"} <= set(steps)
+    assert steps["merged"]["runs"] == 3 and steps["generated"]["runs"] == 2
