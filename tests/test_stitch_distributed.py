@@ -22,3 +22,18 @@ def test_training_runs_in_two_cpu_processes(tmp_path):
     assert "MULTI_CPU" in records[0]["type"]
     assert records[0]["digest"] == records[1]["digest"]  # all-reduced gradients: identical replicas
     assert records[0]["before"] == records[1]["before"] != records[0]["digest"]  # same start, and it trained
+
+
+def test_training_operators_run_in_two_cpu_processes(tmp_path):
+    """`zoo train`, Learngene Pool distillation and weight-generator training share the loop."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    script = Path(__file__).parent / "scripts" / "train_ddp.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    for name in ("train", "pool", "generator"):
+        assert r0["before"][name] == r1["before"][name] != r0["after"][name], name  # same start, trained
+        assert r0["after"][name] == r1["after"][name], name  # gradients averaged: replicas stay identical
