@@ -91,7 +91,7 @@ def test_pareto_select_and_build_command(run, tmp_path):
     assert code == 0 and rows["front"]["status"] == "ran" and rows["front"]["outputs"]
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(doc(x={"op": "train.finetune", "inputs": ["base"], "params": {"task": "pytext"}})))
-    code, out, err = run("build", str(bad))
+    code, out, err = run("build", str(bad), "--reports", str(tmp_path / "rep2"))
     assert code != 0 and err.strip().splitlines()[-1].startswith("error: 1 step(s) did not finish: x")
     code, _, err = run("build", str(tmp_path / "missing.yaml"))
     assert code != 0 and "no such pipeline file" in err
