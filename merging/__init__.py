@@ -1,5 +1,7 @@
 """merging: task vectors, TIES, DARE, soups, SLERP, Model Stock, breadcrumbs and WIDEN on
-one streaming engine. Importing registers the `merge.*` operators."""
+one streaming engine, and evaluation-driven merges (greedy soup, lambda search, aTLAS).
+Importing registers the `merge.*` operators."""
+from . import evaluated  # noqa: F401  (registers merge.greedy_soup, merge.lambda_search, merge.atlas)
 from .methods import METHODS, MergeMethod, get_method
 from .operator import merge, run_merge
 

@@ -32,7 +32,7 @@ def zoo(tmp_path_factory):
     cat = Catalog(d / "catalog.db", store=d / "store")
     raw = new_model(cat, "vit-ti", "raw", seed=0).entry.ref
     base = train(cat, raw, "digits", out="base", steps=200, lr=3e-3).entry.ref
-    refs = {"cat": cat, "base": base, "rnd": new_model(cat, "vit-ti", "rnd", seed=7).entry.ref}
+    refs = {"cat": cat, "dir": d, "base": base, "rnd": new_model(cat, "vit-ti", "rnd", seed=7).entry.ref}
     for name, task, seed in (("lo", "digits:0-4", 1), ("hi", "digits:5-9", 2), ("all", "digits", 3)):
         refs[name] = train(cat, base, task, out=name, steps=100, lr=3e-3, seed=seed).entry.ref
     return refs
@@ -111,8 +111,9 @@ def test_atlas_training_improves_its_objective_and_registers_the_merge(zoo):
     assert run.operator == "merge.atlas"
     assert sorted((e.role, m.ref) for e, m in edges) == sorted(
         [("base", zoo["base"]), ("input", zoo["lo"]), ("input", zoo["hi"])])
+    assert run.timings["notes"]["evaluated_merge"] == report
     # the written weights are atlas_state of the recorded coefficients
-    coefs = run.params["coefficients"]
+    coefs = report["coefficients"]
     b = cat.open(zoo["base"])
     base = {n: b.get(n).float() for n in b.names()}
     models = [{n: cat.open(r).get(n).float() for n in b.names()} for r in (zoo["lo"], zoo["hi"])]
@@ -121,7 +122,12 @@ def test_atlas_training_improves_its_objective_and_registers_the_merge(zoo):
     for n in b.names():
         torch.testing.assert_close(ck.get(n), expect[n], rtol=0, atol=1e-5)
     assert "digits/val_accuracy" in cat.get(ck.entry.id).metrics
-    assert cat.get(ck.entry.id).card["evaluated_merge"]["method"] == "atlas"
+    assert cat.show(ck.entry.id)["run"]["notes"]["evaluated_merge"]["method"] == "atlas"
+    # the same call is a cache hit: same entry, same report, nothing new in the catalog
+    n = cat.count()
+    again, report2 = atlas(cat, zoo["base"], [zoo["lo"], zoo["hi"]], "digits", steps=25, lr=0.02, examples=64,
+                           out="atlas")
+    assert again.reused and again.entry.id == ck.entry.id and report2 == report and cat.count() == n
 
 
 def test_greedy_soup_keeps_improvements_and_rejects_a_random_model(zoo):
@@ -137,8 +143,16 @@ def test_greedy_soup_keeps_improvements_and_rejects_a_random_model(zoo):
     assert val >= best_single - 1e-6
     assert val == pytest.approx(report["soup_score"], abs=2e-3)  # the registered soup scores as evaluated
     run, edges = _run_of(cat, ck.entry.ref)
-    assert run.operator == "merge.linear"
-    assert sorted(m.ref for _, m in edges) == sorted(report["kept"])
+    assert run.operator == "merge.greedy_soup"
+    k = len(report["kept"])
+    assert sorted(m.ref for e, m in edges if e.role == "input") == sorted(report["kept"])
+    assert all(e.weight == pytest.approx(1 / k) for e, _ in edges if e.role == "input")
+    rejected = sorted(c["ref"] for c in report["candidates"] if not c["kept"])
+    assert sorted(m.ref for e, m in edges if e.role == "candidate") == rejected
+    # the soup is the plain average of the kept models
+    kept = [cat.open(r) for r in report["kept"]]
+    for n in ck.names():
+        torch.testing.assert_close(ck.get(n), sum(c.get(n) for c in kept) / k, rtol=0, atol=1e-6)
 
 
 def test_lambda_search_picks_the_grid_argmax_and_registers_it(zoo):
@@ -149,13 +163,15 @@ def test_lambda_search_picks_the_grid_argmax_and_registers_it(zoo):
     assert [r["lambda"] for r in report["grid"]] == list(grid)
     assert report["lambda"] == grid[scores.index(max(scores))]
     run, _edges = _run_of(cat, ck.entry.ref)
-    assert run.operator == "merge.task_arithmetic" and run.params["parameters"]["lambda"] == report["lambda"]
+    assert run.operator == "merge.lambda_search" and run.params["lambdas"] == list(grid)
     # our own evaluation of two grid points, through the ordinary merge
     own = {}
     for lam in (report["lambda"], next(x for x in grid if x != report["lambda"])):
         m = merging.merge("task_arithmetic", base=zoo["base"], models=[zoo["lo"], zoo["hi"]], catalog=cat,
                           **{"lambda": lam})
         own[lam] = evaluate(cat, m.entry.id, "digits", "val")["digits/val_accuracy"]
+        if lam == report["lambda"]:  # the registered result is that plain merge, tensor for tensor
+            assert all(torch.equal(m.get(n), ck.get(n)) for n in ck.names())
     lam, other = own
     assert own[lam] >= own[other]
     assert own[lam] == pytest.approx(report["score"], abs=1e-6)
@@ -173,9 +189,47 @@ def test_negation_forgets_a_task_within_the_control_constraint(zoo):
     allowed = [r for r in report["grid"] if r["control"] >= report["control_min"]]
     assert report["score"] == min(r["score"] for r in allowed)
     assert report["score"] <= report["grid"][0]["score"]  # no worse at forgetting than the base
-    run, _edges = _run_of(cat, ck.entry.ref)
-    assert run.params["model_parameters"] == [{"weight": -1.0}]
-    assert run.params["parameters"]["lambda"] == report["lambda"]
+    run, edges = _run_of(cat, ck.entry.ref)
+    assert sorted((e.role, e.weight) for e, _ in edges) == [("base", None), ("input", -1.0)]
+    assert run.params["negate"] is True and run.timings["notes"]["evaluated_merge"]["lambda"] == report["lambda"]
     with pytest.raises(ZooError, match="no lambda keeps"):
         lambda_search(cat, zoo["base"], [zoo["hi"]], "digits:5-9", lambdas=(0.4, 0.8), negate=True,
                       control_task="digits:0-4", control_min=1.01)
+
+
+def test_command_line_and_pipelines_run_the_searches(zoo, capsys, monkeypatch, tmp_path):
+    from zoo.cli import main
+    from zoo.pipeline import Pipeline, run_pipeline
+
+    cat = zoo["cat"]
+    monkeypatch.setenv("ZOO_CATALOG", str(zoo["dir"] / "catalog.db"))
+    monkeypatch.setenv("ZOO_STORE", str(zoo["dir"] / "store"))
+    code = main(["merge", "--method", "greedy_soup", "--model", zoo["lo"], "--model", zoo["rnd"], "--model",
+                 zoo["all"], "--set", "task=digits", "--out", "cli-soup"])
+    out = capsys.readouterr().out
+    assert code == 0 and "greedy soup kept" in out and "cli-soup@1" in out
+    assert cat.get("cli-soup").metrics["digits/val_accuracy"] > 0.1
+    for args, message in (
+        (["--method", "lambda_search", "--model", zoo["lo"], "--set", "task=digits"], "needs the pretrained model"),
+        (["--method", "atlas", "--base", zoo["base"], "--model", zoo["lo"], "--set", "tsk=digits"],
+         "unknown parameter 'tsk'"),
+        (["--method", "greedy_soup", "--base", zoo["base"], "--model", zoo["lo"], "--set", "task=digits"],
+         "takes no --base"),
+    ):
+        n = cat.count()
+        code = main(["merge", *args])
+        err = capsys.readouterr().err.strip()
+        assert code != 0 and message in err and len(err.splitlines()) == 1 and cat.count() == n
+
+    doc = {"name": "search", "steps": {
+        "soup": {"op": "merge.greedy_soup", "inputs": [zoo["lo"], zoo["hi"], zoo["all"]],
+                 "params": {"task": "digits"}},
+        "forget": {"op": "merge.lambda_search", "inputs": [{"ref": zoo["base"], "role": "base"}, zoo["hi"]],
+                   "params": {"task": "digits:5-9", "negate": True, "lambdas": [0.0, 0.8],
+                              "control_task": "digits:0-4"}},
+    }}
+    first = run_pipeline(cat, Pipeline.from_dict(doc), report_dir=tmp_path)
+    assert {n: r.status for n, r in first.items()} == {"soup": "ran", "forget": "ran"}
+    assert cat.show(first["forget"].outputs[0])["run"]["notes"]["evaluated_merge"]["negate"] is True
+    again = run_pipeline(cat, Pipeline.from_dict(doc), report_dir=tmp_path)
+    assert {n: r.status for n, r in again.items()} == {"soup": "reused", "forget": "reused"}

@@ -351,7 +351,7 @@ def demo(steps: int = typer.Option(60, "--steps", help="Training steps per model
 @app.command()
 def merge(
     config: Optional[Path] = typer.Argument(None, help="A mergekit YAML file (merge_method, base_model, models, parameters, dtype, out_dtype)."),
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="linear, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, slerp, model_stock, widen."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="linear, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, slerp, model_stock, widen; evaluated: greedy_soup, lambda_search, atlas (--set task=...)."),
     base: Optional[str] = typer.Option(None, "--base", "-b", help="Base model (catalog ref or path)."),
     model: List[str] = typer.Option([], "--model", help="Model to merge (repeatable; ref or path)."),
     weight: List[float] = typer.Option([], "--weight", "-w", help="Weight per --model, in order."),
@@ -370,6 +370,8 @@ def merge(
 
     Examples: zoo merge ties.yaml --out my-merge
               zoo merge --method ties --base llama --model ft-a --model ft-b -w 0.5 -w 0.5 --set density=0.5
+              zoo merge --method greedy_soup --model ft-a --model ft-b --model ft-c --set task=digits
+              zoo merge --method lambda_search --base vit --model ft-a --set task=digits --set "lambdas=[0.5,1]"
     """
     from .console import item_progress
     from .registry import load_frontend
@@ -386,6 +388,9 @@ def merge(
         out_console.print(f"reused {e.ref}: the same merge of the same inputs was already recorded (--no-cache to redo)")
     else:
         out_console.print(f"merged [bold]{e.ref}[/bold] in {result.seconds:.2f} s  ({human_count(e.num_params)} params, {e.dtype}, {human_bytes(e.bytes)})")
+    chosen = load_frontend("merge").search_summary(cat, e)
+    if chosen:
+        out_console.print(chosen)
 
 
 @app.command()

@@ -45,7 +45,8 @@ class Operator:
         try:
             return self.params.model_validate(params or {})
         except ValidationError as e:
-            err = e.errors()[0]
+            errors = e.errors()  # a misspelt key explains a "missing" one: report it first
+            err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
             where = ".".join(str(p) for p in err["loc"]) or "params"
             known = ", ".join(self.params.model_fields)
             if err["type"] == "extra_forbidden":

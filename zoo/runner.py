@@ -30,7 +30,23 @@ class OperatorCall:
     out_name: str
     progress: Callable[[int], None] | None = None
     options: dict = field(default_factory=dict)  # how to run (device, workers): not part of the cache key
+    lineage: list[tuple[Parent, ModelEntry]] | None = None  # set by operators that choose among their inputs
     _open: dict[int, Checkpoint] = field(default_factory=dict)
+
+    def set_lineage(self, parents: Sequence[Parent]) -> None:
+        """Record these edges instead of the inputs as given (e.g. a greedy soup marks the
+        models it rejected as `candidate`). Each parent must be one of the inputs; the model
+        card written after this call shows the same lineage."""
+        by_ref = {}
+        for p, e in self.inputs:
+            by_ref.update({p.ref: e, e.id: e, e.ref: e})
+        missing = [p.ref for p in parents if p.ref not in by_ref]
+        if missing:
+            raise ValueError(f"{self.operator.name}: lineage names {missing[0]!r}, which is not an input")
+        self.lineage = [(p, by_ref[p.ref]) for p in parents]
+
+    def recorded_inputs(self) -> list[tuple[Parent, ModelEntry]]:
+        return self.lineage if self.lineage is not None else self.inputs
 
     def checkpoint(self, i: int) -> Checkpoint:
         if i not in self._open:
@@ -39,14 +55,15 @@ class OperatorCall:
 
     def card(self) -> str:
         params = self.params.model_dump(mode="json")
-        return model_card(self.out_name, self.operator.name, params, _parent_rows(self.inputs), self.operator.relation)
+        return model_card(self.out_name, self.operator.name, params, _parent_rows(self.recorded_inputs()),
+                          self.operator.relation)
 
     def writer(self, specs: Sequence[TensorSpec], **kwargs: Any) -> CheckpointWriter:
         """A writer to `target` that also writes the model card and provenance metadata."""
         extra = {"README.md": self.card(), **kwargs.pop("extra_files", {})}
         meta = {"operator": self.operator.name, "version": self.operator.version,
                 "params": self.params.model_dump(mode="json"),
-                "inputs": [{"ref": e.ref, "digest": e.digest, "role": p.role} for p, e in self.inputs]}
+                "inputs": [{"ref": e.ref, "digest": e.digest, "role": p.role} for p, e in self.recorded_inputs()]}
         return CheckpointWriter(self.target, specs, extra_files=extra, metadata=meta, **kwargs)
 
     def write_tensors(self, tensors: Mapping[str, Any], **kwargs: Any) -> WrittenCheckpoint:
@@ -119,6 +136,6 @@ def run_operator(
     seconds = time.perf_counter() - t0
     run = RunRecord(op.name, op.version, p.model_dump(mode="json"), cache_key=key, seconds=seconds,
                     timings={"notes": output.notes} if output.notes else None)
-    entry = catalog.register(output.written, out_name, run=run, inputs=[parent for parent, _ in resolved],
+    entry = catalog.register(output.written, out_name, run=run, inputs=[parent for parent, _ in call.recorded_inputs()],
                              tags=tags, metrics=output.metrics)
     return RunResult(entry, reused=False, seconds=seconds)

@@ -180,7 +180,11 @@ def evaluate(catalog: Catalog, ref: str | int, task_spec: str, split: str = "tes
     ckpt = catalog.open(ref)
     fam, config, task = for_task(ckpt, task_spec)
     model = fam.load(ckpt).float()
-    metrics = {task.metric_key(k if split == "test" else f"{split}_{k}"): v
-               for k, v in task.evaluate(model, config, split).items()}
+    metrics = split_metrics(task, split, task.evaluate(model, config, split))
     catalog.set_metrics(ref, metrics)
     return metrics
+
+
+def split_metrics(task, split: str, metrics: dict[str, float]) -> dict[str, float]:
+    """Catalog metric names: 'task/metric' on test, 'task/split_metric' on other splits."""
+    return {task.metric_key(k if split == "test" else f"{split}_{k}"): v for k, v in metrics.items()}

@@ -46,6 +46,7 @@ def run_row(r: Run) -> dict:
         "status": r.status,
         "started": _iso(r.started_at),
         "seconds": r.seconds,
+        "notes": (r.timings or {}).get("notes"),
     }
 
 
