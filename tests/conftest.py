@@ -73,6 +73,25 @@ def catalog(tmp_path: Path):
     return Catalog(tmp_path / "catalog.db", store=tmp_path / "store")
 
 
+HUB_TOKEN = "hf_weightzoo_secret_token_123"
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A local Hub-compatible server (tests/hub_server.py) that huggingface-hub talks to,
+    with a token and a private HF_HOME, online for this test only."""
+    import huggingface_hub.constants as hc
+    from hub_server import HubServer
+
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
+        yield server
+
+
 def perturbed_copy(src: Path, dst: Path, delta: float = 0.01) -> Path:
     """A 'fine-tune' of a checkpoint: same config, every float tensor shifted."""
     from zoo import Checkpoint, save_tensors

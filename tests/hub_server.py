@@ -81,7 +81,7 @@ class Handler(BaseHTTPRequestHandler):
             repo_id = f"{doc.get('organization') or 'user'}/{doc['name']}" if "/" not in doc["name"] else doc["name"]
             if repo_id in self.state.repos:
                 return self._json(409, {"error": "You already created this model repo", "url": f"/{repo_id}"})
-            self.state.repos[repo_id] = Repo(private=bool(doc.get("private")))
+            self.state.repos[repo_id] = Repo(private=bool(doc.get("private")) or doc.get("visibility") == "private")
             return self._json(200, {"url": f"http://{self.headers['Host']}/{repo_id}", "name": repo_id})
         if path == "/api/validate-yaml":
             return self._json(200, {"errors": [], "warnings": []})

@@ -12,23 +12,8 @@ import torch
 from zoo import Catalog, Parent
 from zoo.errors import ZooError
 
+from conftest import HUB_TOKEN as TOKEN
 from conftest import perturbed_copy
-from hub_server import HubServer
-
-TOKEN = "hf_weightzoo_secret_token_123"
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    import huggingface_hub.constants as hc
-
-    with HubServer() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_TOKEN", TOKEN)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
-        yield server
 
 
 @pytest.fixture
@@ -54,7 +39,8 @@ def test_push_pull_round_trip_with_lineage(hub, tmp_path, source):
     cat, base, ft = source
     pb = push(cat, base.ref, "me/base")
     pf = push(cat, ft.ref, "me/ft", message="fine-tune")
-    assert cat.get(ft.ref).card["hub_pushes"][-1] == {"repo_id": "me/ft", "commit": pf.commit, "revision": "main"}
+    assert cat.get(ft.ref).card["hub_pushes"][-1] == {"repo_id": "me/ft", "commit": pf.commit, "revision": "main",
+                                                      "digest": ft.digest, "url": pf.url}
     card = hub.state.repos["me/ft"].commits[pf.commit]["README.md"].decode()
     assert "base_model:\n- me/base" in card and "weightzoo" in card and base.digest in card
     assert "library_name: transformers" in card and "base_model_relation: finetune" in card

@@ -104,3 +104,62 @@ def test_example_pipeline_is_valid(catalog):
     steps = {s["step"]: s for s in plan(catalog, Pipeline.load(example))}
     assert {"merged", "wider", "stitched", "generated", "best"} <= set(steps)
     assert steps["merged"]["runs"] == 3 and steps["generated"]["runs"] == 2
+
+
+def push_doc(**push_params) -> dict:
+    """init -> two fine-tunes -> eval -> select -> push the winner."""
+    steps = {k: v for k, v in doc()["steps"].items() if k in ("base", "a", "b")}
+    steps["scored"] = {"op": "eval", "inputs": ["a", "b"], "params": {"task": "digits"}}
+    steps["best"] = {"op": "select", "inputs": ["scored"], "params": {"metric": "digits/accuracy"}}
+    steps["ship"] = {"op": "push", "inputs": ["best"], "params": {"repo": "me/{name}", **push_params}}
+    return {"name": "t", "steps": steps}
+
+
+def test_push_step_pushes_the_winner_once(hub, catalog, monkeypatch):
+    import zoo.hub
+
+    calls, real_push = [], zoo.hub.push
+    monkeypatch.setattr(zoo.hub, "push", lambda *a, **kw: calls.append(kw) or real_push(*a, **kw))
+    pipe = Pipeline.from_dict(push_doc(private=True, message="the winner"))
+    ship = next(s for s in plan(catalog, pipe) if s["step"] == "ship")
+    assert ship["runs"] == 0 and ship["outputs"] == [] and ship["repo"] == "me/{name}"
+    first = run_pipeline(catalog, pipe)
+    assert first["ship"].status == "ran", first["ship"].detail
+    winner = catalog.get(first["best"].outputs[0])
+    assert first["ship"].outputs == [winner.ref]
+    repo_id = f"me/{winner.name}"
+    assert list(hub.state.repos) == [repo_id]  # only the selected model
+    repo = hub.state.repos[repo_id]
+    assert calls == [{"private": True, "revision": None, "message": "the winner"}]
+    (pushed,) = first["ship"].report["pushes"]
+    assert pushed["repo_id"] == repo_id and pushed["status"] == "pushed" and pushed["commit"] == repo.branches["main"]
+    assert pushed["url"].endswith(pushed["commit"])
+    assert {"model.safetensors", "README.md"} <= set(repo.commits[pushed["commit"]])
+
+    again = run_pipeline(catalog, pipe)
+    assert again["ship"].status == "reused" and again["ship"].report["pushes"][0]["status"] == "reused"
+    assert again["ship"].report["pushes"][0]["commit"] == pushed["commit"] and len(repo.commits) == 1
+    forced = run_pipeline(catalog, pipe, force={"ship"})
+    assert forced["ship"].status == "ran" and len(repo.commits) == 2
+
+
+def test_dry_run_shows_push_steps(run, tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(push_doc()))
+    code, out, err = run("build", str(path), "--dry-run")
+    assert code == 0 and "ship: push <- best  (push to me/{name})" in out, out + err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"ship": {"op": "push", "inputs": ["best"]}}, "push needs params.repo"),
+    ({"ship": {"op": "push", "inputs": ["a", "b"], "params": {"repo": "me/{pipeline}-model"}}}, "must contain {name}"),
+    ({"ship": {"op": "push", "inputs": ["scored"], "params": {"repo": "me/winner"}}}, "must contain {name}"),
+    ({"ship": {"op": "push", "inputs": ["best"], "params": {"repo": "me/{name}", "privat": True}}},
+     "unknown push parameter 'privat' \\(known: message, private, repo, revision\\)"),
+    ({"ship": {"op": "push", "inputs": ["best"], "params": {"repo": "me/{nme}"}}}, "field {nme} is unknown"),
+])
+def test_push_problems_are_reported_before_anything_runs(catalog, change, message):
+    with pytest.raises(ZooError, match=message) as e:
+        run_pipeline(catalog, Pipeline.from_dict(push_doc() | {"steps": push_doc()["steps"] | change}))
+    assert "\n" not in str(e.value)
+    assert catalog.ls() == []

@@ -22,7 +22,9 @@ def build(
     """Build every step of a pipeline in dependency order. Cycles, unknown operators,
     unknown params and missing inputs are reported before anything runs; steps whose
     operator, params and input digests match a recorded run reuse it, so an interrupted
-    build resumes; a failed step stops only the steps that depend on it."""
+    build resumes; a failed step stops only the steps that depend on it. A `push` step
+    uploads its inputs (e.g. a select step's winners) to the Hugging Face Hub, and skips
+    any whose entry already records a push of the same bytes to the same repo and branch."""
     from .errors import ZooError
     from .pipeline import Pipeline, plan, run_pipeline
 
@@ -34,7 +36,8 @@ def build(
             print_json(steps)
         else:
             for s in steps:
-                runs = f"{s['runs']} run(s) -> {', '.join(s['outputs'])}" if s["runs"] else "(in process)"
+                runs = (f"{s['runs']} run(s) -> {', '.join(s['outputs'])}" if s["runs"]
+                        else f"(push to {s['repo']})" if s.get("repo") else "(in process)")
                 out.print(f"{s['step']}: {s['op']} <- {', '.join(s['inputs']) or '-'}  {runs}")
         return
     results = run_pipeline(cat, pipe, force=set(force), jobs=jobs, report_dir=report_dir, log=lambda m: err.print(m))

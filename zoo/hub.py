@@ -122,7 +122,8 @@ def push(catalog: Catalog, ref: str | int, repo_id: str, *, private: bool = Fals
         info = api.create_commit(repo_id, ops, commit_message=message or f"weightzoo: {entry.ref}",
                                  revision=revision)
     pushes = list((entry.card or {}).get("hub_pushes") or [])
-    pushes.append({"repo_id": repo_id, "commit": info.oid, "revision": revision or "main"})
+    pushes.append({"repo_id": repo_id, "commit": info.oid, "revision": revision or "main", "digest": entry.digest,
+                   "url": info.commit_url})
     catalog.set_card(entry.id, {"hub_pushes": pushes})
     return PushResult(repo_id, info.oid, info.commit_url, len(ops))
 

@@ -1,5 +1,5 @@
 """Variant-building pipelines (`zoo build PIPELINE.yaml`): named steps, each a registered
-operator (or `eval` / `select`) with params and inputs (catalog refs or earlier steps),
+operator (or `eval` / `select` / `push`) with params and inputs (catalog refs or earlier steps),
 run as a DAG. Everything is checked before anything runs; steps reuse cached runs (same
 operator, version, params and input digests), so an interrupted build resumes where it
 stopped; a failed step stops only its descendants; `grid` sweeps a step's params.
@@ -12,20 +12,24 @@ stopped; a failed step stops only its descendants; `grid` sweeps a step's params
                grid: {lambda: [0.5, 1.0]}}
       scored: {op: eval, inputs: [merged], params: {task: digits}}
       best:   {op: select, inputs: [scored], params: {metric: digits/accuracy}}
+      ship:   {op: push, inputs: [best], params: {repo: "my-org/{name}"}}
 """
 from __future__ import annotations
 
 import itertools
 import json
+import string
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .catalog import Catalog, Parent
+from .catalog import Catalog, ModelEntry, Parent
 from .errors import ZooError
 
-PSEUDO = {"eval", "select"}
+PSEUDO = {"eval", "select", "push"}
+PUSH_PARAMS = {"repo", "private", "revision", "message"}
+REPO_FIELDS = {"name", "pipeline", "step"}  # what a push step's `repo` template may use
 DEFAULT_ROLE = {"train": "base", "expand": "source", "stitch": "anchor", "learngene": "teacher",
                 "generate.sample": "generator", "generate.pdiff": "base", "generate.d2nwg": "zoo"}
 
@@ -118,6 +122,41 @@ class Pipeline:
                     g.add_edge(inp.ref, step.name)
         return g
 
+    def fanout(self, ref: str) -> int:
+        """The most models a step's output (or a catalog ref) can hold, known before running."""
+        step = self.steps.get(ref)
+        if step is None:
+            return 1
+        if step.op == "select" and step.params.get("mode", "best") == "best":
+            return 1
+        if step.op in PSEUDO:
+            return sum(self.fanout(i.ref) for i in step.inputs)
+        return len(step.points())
+
+    def _check_push(self, step: Step) -> None:
+        """A push step's params, checked up front so a typo never leaves a build half-pushed."""
+        where = f"step {step.name!r}"
+        unknown = set(step.params) - PUSH_PARAMS
+        if unknown:
+            raise ZooError(f"{where}: unknown push parameter {min(unknown)!r} (known: {', '.join(sorted(PUSH_PARAMS))})")
+        if step.grid:
+            raise ZooError(f"{where}: push takes no grid")
+        repo = step.params.get("repo")
+        if not isinstance(repo, str) or not repo:
+            raise ZooError(f"{where}: push needs params.repo (e.g. my-org/{{name}})")
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(repo) if f is not None}
+        except ValueError as e:
+            raise ZooError(f"{where}: repo template {repo!r}: {e}") from None
+        if fields - REPO_FIELDS:
+            raise ZooError(f"{where}: repo template field {{{min(fields - REPO_FIELDS)}}} is unknown "
+                           "(known: {name}, {pipeline}, {step})")
+        n = sum(self.fanout(i.ref) for i in step.inputs)
+        if n == 0:
+            raise ZooError(f"{where}: push needs inputs (e.g. inputs: [best])")
+        if n > 1 and "name" not in fields:
+            raise ZooError(f"{where}: it can push {n} models, so repo must contain {{name}} (got {repo!r})")
+
     def check(self, catalog: Catalog) -> list[str]:
         """Every problem found before anything runs; returns the run order."""
         import networkx as nx
@@ -138,6 +177,8 @@ class Pipeline:
                     except ZooError:
                         raise ZooError(f"step {step.name!r}: input {inp.ref!r} is neither a step nor a catalog "
                                        "model") from None
+            if step.op == "push":
+                self._check_push(step)
             if step.op in PSEUDO:
                 continue
             op = get_operator(step.op)  # unknown operator: one line naming the known ones
@@ -227,6 +268,8 @@ def _run_step(catalog: Catalog, pipeline: Pipeline, step: Step, results: dict[st
         return _eval(catalog, step, parents)
     if step.op == "select":
         return _select(catalog, pipeline, step, parents, report_dir)
+    if step.op == "push":
+        return _push(catalog, pipeline, step, parents, force)
     outs, reused = [], 0
     for i, point in enumerate(step.points()):
         r = run_operator(catalog, step.op, parents, point, output_name(pipeline.name, step, i), reuse=not force,
@@ -280,6 +323,45 @@ def _select(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Pare
     return StepResult(step.name, "ran", kept, report={"rows": rows, "kept": kept})
 
 
+def _recorded_push(entry: ModelEntry, repo_id: str, revision: str) -> dict | None:
+    """The latest push of these bytes to this repo and branch that the entry's card records."""
+    for rec in reversed((entry.card or {}).get("hub_pushes") or []):
+        if (rec.get("repo_id") == repo_id and rec.get("revision", "main") == revision
+                and rec.get("digest", entry.digest) == entry.digest):  # no digest: `zoo push` of this entry
+            return rec
+    return None
+
+
+def _push(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Parent], force: bool) -> StepResult:
+    """Push each input to the Hub repo its template names. An input whose card already records
+    a push of the same digest to that repo and branch is reused, so a rebuild makes no new
+    commits; `--force STEP` pushes again."""
+    from .hub import push
+
+    params = step.params
+    revision = params.get("revision") or "main"
+    entries = list({e.id: e for e in (catalog.get(p.ref) for p in parents)}.values())
+    targets = [(e, params["repo"].format(name=e.name, pipeline=pipeline.name, step=step.name)) for e in entries]
+    repos = [r for _, r in targets]
+    if len(set(repos)) < len(repos):
+        raise ZooError(f"step {step.name!r}: several inputs would go to the same repo ({repos}); "
+                       "use {name} with distinct model names")
+    report, pushed = [], 0
+    for entry, repo_id in targets:
+        rec = None if force else _recorded_push(entry, repo_id, revision)
+        fresh = rec is None
+        if fresh:
+            push(catalog, entry.id, repo_id, private=bool(params.get("private", False)),
+                 revision=params.get("revision"), message=params.get("message"))
+            rec = catalog.get(entry.id).card["hub_pushes"][-1]
+            pushed += 1
+        report.append({"ref": entry.ref, "repo_id": repo_id, "commit": rec["commit"], "url": rec.get("url", ""),
+                       "status": "pushed" if fresh else "reused"})
+    detail = ", ".join(f"{r['repo_id']}@{r['commit'][:12]}" for r in report)  # where the winners went
+    return StepResult(step.name, "ran" if pushed else "reused", [e.ref for e in entries], detail=detail,
+                      report={"pushes": report})
+
+
 def _write_report(stem: Path, metric: str, rows: list[dict]) -> None:
     import matplotlib
 
@@ -306,7 +388,8 @@ def _write_report(stem: Path, metric: str, rows: list[dict]) -> None:
 
 
 def plan(catalog: Catalog, pipeline: Pipeline) -> list[dict]:
-    """What `--dry-run` prints: each step in order with its operator, inputs and grid size."""
+    """What `--dry-run` prints: each step in order with its operator, inputs and grid size
+    (and a push step's repo template)."""
     order = pipeline.check(catalog)
     out = []
     for name in order:
@@ -315,4 +398,6 @@ def plan(catalog: Catalog, pipeline: Pipeline) -> list[dict]:
                     "runs": len(step.points()) if step.op not in PSEUDO else 0,
                     "outputs": [output_name(pipeline.name, step, i) for i in range(len(step.points()))]
                     if step.op not in PSEUDO else []})
+        if step.op == "push":
+            out[-1]["repo"] = step.params["repo"]
     return out
