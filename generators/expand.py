@@ -127,9 +127,16 @@ def _generator(seed: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
-def run_expansion(ckpt: Checkpoint, plan: ExpansionPlan, seed: int, open_writer, progress=None, workers: int = 2):
+def run_expansion(ckpt: Checkpoint, plan: ExpansionPlan, seed: int, open_writer, progress=None, workers: int = 2,
+                  device: str = "cpu"):
+    """Stream every output tensor through `expand_tensor`, tensors dealt out round robin to
+    the devices `device` names (`cuda`: every visible GPU); random draws stay on the CPU
+    generator, so the model is the same on any device."""
+    from zoo.devices import resolve_devices, workers_for
     from zoo.memory import tune_allocator
 
+    devices = resolve_devices(device)
+    workers = workers_for(devices, workers)
     tune_allocator()
     maps = build_maps(plan.src, plan.dst, plan.recipe)
     config = expanded_config(plan)
@@ -138,10 +145,10 @@ def run_expansion(ckpt: Checkpoint, plan: ExpansionPlan, seed: int, open_writer,
     if progress is not None and hasattr(progress, "set_total"):
         progress.set_total(len(plan.outputs))
     def work(item) -> None:
-        out_name, src_name, role, is_new = item
+        index, (out_name, src_name, role, is_new) = item
         t = ckpt.get(plan.synthesized.get(src_name, src_name))
         if t.is_floating_point():
-            t = t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
+            t = t.to(devices[index % len(devices)]).to(torch.float64 if t.dtype == torch.float64 else torch.float32)
             recipe = replace(plan.recipe, generator=_generator(seed, out_name))  # per tensor: any thread order
             zero_output = is_new and recipe.depth == "zero_output"
             t = expand_tensor(t, role, out_name, maps, recipe, zero_output=zero_output)
@@ -153,7 +160,7 @@ def run_expansion(ckpt: Checkpoint, plan: ExpansionPlan, seed: int, open_writer,
     torch.set_num_threads(max(1, threads // workers))
     try:
         with writer, ThreadPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(work, plan.outputs):
+            for _ in pool.map(work, enumerate(plan.outputs)):
                 pass
     finally:
         torch.set_num_threads(threads)
@@ -164,7 +171,8 @@ def _operator(method: str):
     def fn(call: OperatorCall) -> OperatorOutput:
         ckpt = call.checkpoint(0)
         plan = plan_expansion(ckpt, method, call.params)
-        writer = run_expansion(ckpt, plan, call.params.seed, call.writer, call.progress)
+        writer = run_expansion(ckpt, plan, call.params.seed, call.writer, call.progress,
+                               device=call.options.get("device", "cpu"))
         return OperatorOutput(writer.result, notes={"source_widths": vars(plan.src), "target_widths": vars(plan.dst)})
 
     return fn

@@ -75,16 +75,16 @@ def _take(t: torch.Tensor, axis: int, elem: torch.Tensor) -> torch.Tensor:
     breaks = (torch.diff(elem) != 1).nonzero().flatten() + 1
     bounds = [0, *breaks.tolist(), len(elem)]
     if len(bounds) > 66:
-        out = torch.index_select(t, axis, elem.clamp(min=0))
+        out = torch.index_select(t, axis, elem.clamp(min=0).to(t.device))
         holes = (elem == FILL).nonzero().flatten()
-        return out.index_fill_(axis, holes, 0) if len(holes) else out
+        return out.index_fill_(axis, holes.to(t.device), 0) if len(holes) else out
     parts = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         start = int(elem[a])
         if start == FILL:
             shape = list(t.shape)
             shape[axis] = b - a
-            parts.append(torch.zeros(shape, dtype=t.dtype))
+            parts.append(torch.zeros(shape, dtype=t.dtype, device=t.device))
         else:
             parts.append(t.narrow(axis, start, b - a))
     return torch.cat(parts, dim=axis) if len(parts) > 1 else parts[0].clone()
@@ -103,7 +103,7 @@ def _put(out: torch.Tensor, axis: int, positions: torch.Tensor, values: torch.Te
     """out[..., positions, ...] = values along `axis`, run by run when positions are few runs."""
     runs = _runs(positions)
     if len(runs) > 64:
-        out.index_copy_(axis, positions, values)
+        out.index_copy_(axis, positions.to(out.device), values)
         return
     done = 0
     for start, length in runs:
@@ -127,7 +127,7 @@ def gather(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, fill: st
     if len(holes):
         if fill == "mean":
             mean = t.mean(dim=axis, keepdim=True)
-            out.index_copy_(axis, holes, mean.expand(*[len(holes) if d == axis else n for d, n in enumerate(out.shape)]))
+            out.index_copy_(axis, holes.to(t.device), mean.expand(*[len(holes) if d == axis else n for d, n in enumerate(out.shape)]))
     return out
 
 
@@ -150,8 +150,8 @@ def split(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, mode: str
         if zero_sum:
             shape = list(t.shape)
             shape[axis] = len(elem)
-            return torch.zeros(shape, dtype=t.dtype)
-        div = per_elem[elem.clamp(min=0)]
+            return torch.zeros(shape, dtype=t.dtype, device=t.device)
+        div = per_elem[elem.clamp(min=0)].to(t.device)
         shape = [1] * t.dim()
         shape[axis] = -1
         return _take(t, axis, elem).div_(div.view(shape))  # FILL positions stay 0
@@ -166,26 +166,27 @@ def split(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, mode: str
     if len(drawn):
         shape = list(out.shape)
         shape[axis] = len(drawn)
-        noise = torch.randn(shape, generator=g, dtype=t.dtype).mul_(_scale(t))
+        # drawn on the CPU generator wherever the tensor is: the same model on every device
+        noise = torch.randn(shape, generator=g, dtype=t.dtype).mul_(_scale(t)).to(t.device)
         _put(out, axis, drawn, noise)
         copied = drawn_units & real  # drawn copies of real units: their sum comes off the last copy
         if copied.any():
             src_pos = positions[copied]
             src_elem = _elements(src_pos, group) if group > 1 else src_pos
-            noise_of = torch.index_select(out, axis, src_elem)
-            owed = torch.zeros_like(base).index_add_(axis, _elements(index[copied], group) if group > 1
-                                                     else index[copied], noise_of)
+            noise_of = torch.index_select(out, axis, src_elem.to(out.device))
+            owners = _elements(index[copied], group) if group > 1 else index[copied]
+            owed = torch.zeros_like(base).index_add_(axis, owners.to(out.device), noise_of)
             last_elem = _elements(last, group) if group > 1 else last
-            out.index_add_(axis, last_elem, owed.neg_())
+            out.index_add_(axis, last_elem.to(out.device), owed.neg_())
     return out
 
 
 def expand_norm(t: torch.Tensor, is_bias: bool, maps: Maps, recipe: Recipe) -> torch.Tensor:
     """Norm parameters over the hidden axis. LEMON: gamma* = sqrt(s)[gamma x k, free],
     beta* = [beta x k, 0], so the normalised stream comes out zero-expanded."""
-    safe = maps.stream.clamp(min=0)
+    safe = maps.stream.clamp(min=0).to(t.device)
     out = t[safe].clone()
-    holes = maps.stream == FILL
+    holes = (maps.stream == FILL).to(t.device)
     if is_bias:
         out[holes] = 0
         return out

@@ -1,7 +1,8 @@
 """The streaming merge engine: for each output tensor, read the inputs' slices, run the
 method, write the result - tensor by tensor, chunk by chunk, several tensors at a time.
 
-Peak memory is a few chunks per worker plus, for methods that need a whole-tensor
+With several devices (`--device cuda` on a multi-GPU machine) tensors are dealt out round
+robin, one worker thread per GPU at least. Peak memory is a few chunks per worker plus, for methods that need a whole-tensor
 statistic (TIES/breadcrumbs thresholds), one float buffer of the largest tensor; a budget
 keeps two huge tensors from being worked on at once.
 """
@@ -16,6 +17,7 @@ from typing import Callable
 import torch
 
 from zoo.checkpoint import WEIGHT_INDEXES, Checkpoint
+from zoo.devices import resolve_devices, workers_for
 from zoo.errors import MismatchError, ZooError
 from zoo.memory import tune_allocator
 from zoo.writer import CheckpointWriter, TensorSpec
@@ -36,15 +38,6 @@ class MergeReport:
     copied_from_reference: list[str] = field(default_factory=list)  # non-float or mismatched
     partial: dict[str, int] = field(default_factory=dict)  # tensor -> number of models that had it
     dropped: list[str] = field(default_factory=list)  # in some model but not in the reference
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ZooError(f"device {name!r} requested but no CUDA GPU is available (use --device cpu or auto)")
-    return dev
 
 
 def num_layers(config: dict | None, names: list[str]) -> int:
@@ -115,7 +108,8 @@ def merge_checkpoints(
     if method.max_models is not None and len(models) > method.max_models:
         raise ZooError(f"{method.name} takes at most {method.max_models} model(s) besides the base, got {len(models)}")
     check_settings(method, params, len(models))
-    dev = resolve_device(device)
+    devices = resolve_devices(device)
+    workers = workers_for(devices, workers)
     tune_allocator()
     compute = getattr(torch, params.compute_dtype, None)
     if not isinstance(compute, torch.dtype) or not compute.is_floating_point:
@@ -174,8 +168,8 @@ def merge_checkpoints(
 
     model_settings = [settings_for(i) for i in range(len(models))]
 
-    def work(plan) -> None:
-        name, merge_it, present = plan
+    def work(item) -> None:
+        index, (name, merge_it, present) = item
         info = ref.info(name)
         with budget(info.numel):
             if not merge_it:
@@ -188,7 +182,7 @@ def merge_checkpoints(
                     models=[(lambda s, c, n=name, m=models[i]: m.read(n, s, c)) for i in present],
                     params=[resolve(model_settings[i], method.model_params, name, t, method.name) for i in present],
                     shared=resolve(params.parameters, method.shared_params, name, t, method.name),
-                    seed=params.seed, device=dev, dtype=compute,
+                    seed=params.seed, device=devices[index % len(devices)], dtype=compute,
                 )
                 method.run(job, lambda start, chunk: writer.write_slice(name, start, chunk))
         if progress is not None:
@@ -201,11 +195,11 @@ def merge_checkpoints(
     try:
         with writer:
             if workers <= 1:
-                for plan in plans:
-                    work(plan)
+                for item in enumerate(plans):
+                    work(item)
             else:
                 with ThreadPoolExecutor(max_workers=workers) as pool:
-                    for _ in pool.map(work, plans):
+                    for _ in pool.map(work, enumerate(plans)):
                         pass
     finally:
         torch.set_num_threads(threads)

@@ -15,6 +15,8 @@ from .console import byte_progress, err, human_bytes, human_count, out, parse_as
 from .console import out as out_console
 from .errors import ZooError
 
+DEVICE_HELP = "Where the tensor math runs: cpu, cuda (every visible GPU, tensors dealt out), cuda:N, auto, or a list."
+
 
 def _parse_parent(text: str):
     """REF[:ROLE[:WEIGHT]] -> Parent."""
@@ -359,7 +361,7 @@ def merge(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype, as mergekit's dtype (math is float32)."),
     out_dtype: Optional[str] = typer.Option(None, "--out-dtype", help="Output dtype [default: the inputs']."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name of the result [default: merge-METHOD-HASH]."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed for DARE's random drop."),
     workers: int = typer.Option(2, "--workers", help="Tensors merged in parallel."),
     tag: List[str] = typer.Option([], "--tag", "-t", help="Tag for the result (repeatable)."),
@@ -405,6 +407,7 @@ def expand(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Catalog name of the result."),
     tag: List[str] = typer.Option([], "--tag", "-t", help="Tag for the result (repeatable)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Expand again even if recorded."),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ) -> None:
     """Grow a model to a larger width and/or depth with the same function (LEMON).
 
@@ -417,7 +420,7 @@ def expand(
     result = load_frontend("expand").expand_command(
         cat, ref, method, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
         intermediate_size=intermediate_size, seed=seed, out=out, tags=tag, reuse=not no_cache,
-        progress_factory=item_progress)
+        progress_factory=item_progress, device=device)
     e = result.entry
     verb = "reused" if result.reused else "expanded into"
     out_console.print(f"{verb} [bold]{e.ref}[/bold]  ({human_count(e.num_params)} params, {e.dtype}, {human_bytes(e.bytes)})")
