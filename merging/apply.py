@@ -13,13 +13,13 @@ import torch
 
 from zoo.errors import ZooError
 
-from .job import CHUNK_ELEMENTS, TensorJob, in_memory
+from .job import TensorJob, in_memory
 from .methods import get_method
 from .settings import resolve
 
 
 def apply(method_name: str, base: torch.Tensor | None, models: Sequence[torch.Tensor], *, name: str = "tensor",
-          seed: int = 0, dtype: torch.dtype = torch.float32, chunk_elements: int = CHUNK_ELEMENTS,
+          seed: int = 0, dtype: torch.dtype = torch.float32, chunk_elements: int | None = None,
           **params: Any) -> torch.Tensor:
     method = get_method(method_name)
     if method.needs_base and base is None:
@@ -44,9 +44,9 @@ def apply(method_name: str, base: torch.Tensor | None, models: Sequence[torch.Te
         models=[in_memory(m) for m in models],
         params=[resolve(p, method.model_params, name, 0.0, method.name) for p in per_model],
         shared=resolve(shared, method.shared_params, name, 0.0, method.name),
-        seed=seed, dtype=dtype, chunk_elements=chunk_elements,
+        seed=seed, device=ref.device, dtype=dtype, chunk_elements=chunk_elements,
     )
-    out = torch.empty(job.numel, dtype=dtype)
+    out = torch.empty(job.numel, dtype=dtype, device=ref.device)  # the math runs where the tensors are
 
     def emit(start: int, chunk: torch.Tensor) -> None:
         out[start : start + chunk.numel()] = chunk.reshape(-1)

@@ -13,6 +13,8 @@ import torch
 # makes over a chunk run mostly from cache (3x faster than 16 MB chunks here; 256K was
 # no different within noise).
 CHUNK_ELEMENTS = 512 * 1024
+# On a GPU the cost is per kernel launch, not cache: 16M elements (64 MB float32) per slice.
+GPU_CHUNK_ELEMENTS = 16 * 1024 * 1024
 
 # (start, count) -> a fresh flat tensor (methods may modify it in place), any dtype
 Source = Callable[[int, int], torch.Tensor]
@@ -29,7 +31,7 @@ class TensorJob:
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32  # math precision
-    chunk_elements: int = CHUNK_ELEMENTS
+    chunk_elements: int | None = None  # default: CHUNK_ELEMENTS on the CPU, GPU_CHUNK_ELEMENTS on a GPU
 
     @property
     def numel(self) -> int:
@@ -42,7 +44,8 @@ class TensorJob:
 
     def chunks(self) -> list[tuple[int, int]]:
         """(start, count) ranges covering the flattened tensor, each a whole number of rows."""
-        rows_per = max(1, self.chunk_elements // max(1, self.row))
+        size = self.chunk_elements or (GPU_CHUNK_ELEMENTS if self.device.type == "cuda" else CHUNK_ELEMENTS)
+        rows_per = max(1, size // max(1, self.row))
         step = rows_per * self.row
         return [(s, min(step, self.numel - s)) for s in range(0, self.numel, step)] or [(0, 0)]
 

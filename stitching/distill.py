@@ -43,7 +43,13 @@ class DistilledTask:
         hard = self.task.loss(_Replay(out), batch)
         if self.alpha == 0:
             return hard
-        self.teacher.to(out.logits.device)
         with torch.no_grad():
-            teacher_logits = self.teacher(**inputs).logits
+            teacher_logits = follow(self.teacher, batch)(**inputs).logits
         return (1 - self.alpha) * hard + self.alpha * soft_kl(out.logits, teacher_logits, self.temperature)
+
+
+def follow(teacher: torch.nn.Module, batch: dict[str, Any]) -> torch.nn.Module:
+    """The teacher, on the device the training batch is on (the training loop moves the
+    student and the batches, not frozen modules the objective holds)."""
+    device = next(v.device for v in batch.values() if isinstance(v, torch.Tensor))
+    return teacher.to(device)

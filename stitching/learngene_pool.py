@@ -26,7 +26,7 @@ from zoo.tasks import get_task
 from zoo.training import TrainParams, train_model
 
 from .configs import snnet_v1
-from .distill import _Replay, soft_kl
+from .distill import _Replay, follow, soft_kl
 from .lsinit import least_squares, stitch_positions
 from .measure import config_flops, measure, pareto_front
 from .snnet import SNNetParams, build_network, net_shapes, network_state, train_network
@@ -87,7 +87,7 @@ class PoolObjective:
         inner = getattr(distiller, "module", distiller)  # the transforms, behind a data-parallel wrapper
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         with torch.no_grad():
-            t_outs, t_logits = inner.block_outputs(self.teacher, inputs)
+            t_outs, t_logits = inner.block_outputs(follow(self.teacher, batch), inputs)
         total = 0.0
         for (outs, logits), transforms in zip(distiller(**inputs), inner.transforms):
             hard = self.task.loss(_Replay(_Logits(logits)), batch)

@@ -35,7 +35,7 @@ def test_device_specs(monkeypatch):
     assert resolve_devices("cuda:2, cuda:0,cuda:2") == [gpus[2], gpus[0]]
     with pytest.raises(ZooError, match="only 3 GPU"):
         resolve_devices("cuda:3")
-    assert workers_for(gpus, 2) == 3 and workers_for([CPU], 2) == 2
+    assert workers_for(gpus, 2) == 12 and workers_for([CPU], 2) == 2
 
 
 class _Dealt(list):

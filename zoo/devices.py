@@ -39,6 +39,7 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def workers_for(devices: list[torch.device], requested: int) -> int:
-    """At least one worker thread per GPU, so each has a tensor in flight."""
+    """At least four worker threads per GPU: while one thread's tensor is on the GPU, others
+    read theirs from disk, copy to the device or write back (those steps hold the CPU)."""
     gpus = sum(d.type == "cuda" for d in devices)
-    return max(requested, gpus)
+    return max(requested, 4 * gpus)

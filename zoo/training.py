@@ -16,6 +16,7 @@ from .families import family_of, get_family
 from .registry import Operator, OperatorParams, register
 from .runner import OperatorCall, OperatorOutput, RunResult, run_operator
 from .tasks import get_task
+from .tasks.base import device_of
 
 # Small shapes for demos and tests: ViT-Ti/S/B proportions (3/6/12 heads of 8) on 8x8
 # digits, and byte-level language models.
@@ -93,11 +94,14 @@ def train_model(model, task, config: dict, p: TrainParams, progress=None,
     under torchrun, with no code change). Each process draws its own batches (seeded by its
     rank); gradients are averaged across processes. `partial_graph`: the model uses only
     part of its parameters per step (stitched networks), which data-parallel runs must know.
-    `log(step, loss, model)` is called after every step (e.g. to evaluate now and then)."""
+    `log(step, loss, model)` is called after every step (e.g. to evaluate now and then), with
+    the model on the training device; the trained model is returned on the device it came
+    from (the caller's module is moved back too), so code around training never sees a GPU."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if partial_graph else []
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=handlers)
+    origin = device_of(model)  # prepare() moves the caller's module in place; it goes back after
     torch.manual_seed(p.seed)
     params = [t for t in model.parameters() if t.requires_grad]
     opt = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
@@ -120,7 +124,7 @@ def train_model(model, task, config: dict, p: TrainParams, progress=None,
             log(step, losses[-1], model)
         if progress is not None:
             progress(1)
-    model = accelerator.unwrap_model(model).eval()
+    model = accelerator.unwrap_model(model).to(origin).eval()
     return model, losses
 
 

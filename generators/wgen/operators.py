@@ -166,7 +166,7 @@ def collect_checkpoints(model, task, config: dict, subset: list[str], p: PDiffPa
     tp = TrainParams(task=p.task, steps=p.checkpoints, lr=p.collect_lr, batch_size=p.batch_size, seed=p.seed)
     train_model(model, task, config, tp, progress,
                 log=lambda step, loss, m: seen.append(torch.cat([dict(getattr(m, "module", m).named_parameters())[n]
-                                                                 .detach().reshape(-1).clone() for n in subset])))
+                                                                 .detach().reshape(-1).cpu() for n in subset])))
     for prm in params.values():
         prm.requires_grad_(True)
     return torch.stack(seen)

@@ -24,14 +24,13 @@ def _select(values: torch.Tensor, ranks: list[int]) -> list[tuple[float, int]]:
     one blocked pass count the elements below it and collect the few inside it, and select
     exactly among those (vectorised, cache-sized passes instead of an O(n) select with
     random access over the whole tensor); a missed bracket falls back to a full selection.
-    On a GPU: `kthvalue`."""
+    On a GPU: one radix sort (much faster there than `kthvalue`), read at each rank."""
     n = values.numel()
     if values.device.type != "cpu":
-        out = []
-        for r in ranks:
-            v = torch.kthvalue(values, r + 1).values
-            out.append((float(v), int((values > v).sum())))
-        return out
+        ordered = values.sort().values
+        picked = ordered[torch.tensor(ranks, device=values.device)]
+        greater = n - torch.searchsorted(ordered, picked, right=True)
+        return [(float(v), int(g)) for v, g in zip(picked.tolist(), greater.tolist())]
     arr = values.numpy()
     if n <= 1 << 20:
         arr.partition(ranks)

@@ -8,6 +8,15 @@ import torch
 from ..errors import ZooError
 
 
+def device_of(model) -> torch.device:
+    """Where a model's weights are, so evaluation sends its inputs there (a model trained on
+    a GPU is evaluated there); the CPU for callables without parameters."""
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")
+
+
 class Task:
     name: str = ""
     modality: str = ""  # "vision" or "language": which families fit

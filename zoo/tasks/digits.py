@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..errors import ZooError
 from . import register_task
-from .base import Task
+from .base import Task, device_of
 
 SPLIT_SEED = 0
 VARIANTS = "digits, digits:0-4, digits:1,3,7 or digits:permN (labels permuted with seed N)"
@@ -134,7 +134,9 @@ class Digits(Task):
     @torch.no_grad()
     def evaluate(self, model, config: dict, split: str = "test") -> dict[str, float]:
         x, y = self.split(split)
-        logits = torch.cat([model(pixel_values=self.fit(x[i : i + 256], config)).logits for i in range(0, len(y), 256)])
+        dev = device_of(model)
+        logits = torch.cat([model(pixel_values=self.fit(x[i : i + 256], config).to(dev)).logits.float().cpu()
+                            for i in range(0, len(y), 256)])
         return {"accuracy": (logits.argmax(-1) == y).float().mean().item(),
                 "loss": F.cross_entropy(logits, y).item()}
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..errors import ZooError
 from ..textdata import python_source_bytes
 from . import register_task
-from .base import Task
+from .base import Task, device_of
 
 TRAIN_PACKAGES = ["json", "csv", "argparse", "collections", "email", "logging", "http", "asyncio"]
 EVAL_PACKAGES = ["textwrap", "shlex", "string", "fractions", "difflib"]
@@ -60,6 +60,7 @@ class PyText(Task):
         tokens = _tokens("eval")
         stride = (len(tokens) - SEQ_LEN - 1) // EVAL_WINDOWS
         windows = torch.stack([tokens[i * stride : i * stride + SEQ_LEN] for i in range(EVAL_WINDOWS)])
+        windows = windows.to(device_of(model))
         losses = [self.loss(model, {"input_ids": windows[i : i + 16]}).item() for i in range(0, EVAL_WINDOWS, 16)]
         loss = sum(losses) / len(losses)
         return {"loss": loss, "ppl": math.exp(loss)}
