@@ -319,7 +319,7 @@ def _select(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Pare
     for r in rows:
         r["kept"] = r["ref"] in kept
     if report_dir is not None:
-        _write_report(Path(report_dir) / f"{pipeline.name}-{step.name}", metric, rows)
+        _write_report(Path(report_dir) / f"{pipeline.name}-{step.name}", metric, rows, prefix=f"{pipeline.name}-")
     return StepResult(step.name, "ran", kept, report={"rows": rows, "kept": kept})
 
 
@@ -362,7 +362,7 @@ def _push(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Parent
                       report={"pushes": report})
 
 
-def _write_report(stem: Path, metric: str, rows: list[dict]) -> None:
+def _write_report(stem: Path, metric: str, rows: list[dict], prefix: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -372,19 +372,39 @@ def _write_report(stem: Path, metric: str, rows: list[dict]) -> None:
     lines = [f"| model | params | {metric} | kept |", "|---|---|---|---|"]
     lines += [f"| {r['ref']} | {r['params']:,} | {r['metric']:.4f} | {'yes' if r['kept'] else ''} |" for r in rows]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ax.scatter([r["params"] for r in rows], [r["metric"] for r in rows], color="tab:blue", label="candidates")
-    kept = [r for r in rows if r["kept"]]
-    ax.scatter([r["params"] for r in kept], [r["metric"] for r in kept], color="red", label="kept")
-    for r in rows:
-        ax.annotate(r["ref"], (r["params"], r["metric"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    kept = sorted((r for r in rows if r["kept"]), key=lambda r: r["params"])
+    ax.plot([r["params"] for r in kept], [r["metric"] for r in kept], "o-", color="red", label="kept")
+    _label_points(ax, rows, prefix)
     ax.set_xlabel("parameters")
     ax.set_ylabel(metric)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"))
     plt.close(fig)
     stem.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+
+
+def _label_points(ax, rows: list[dict], prefix: str) -> None:
+    """Name every point without overlaps: labels of points in one column are spread out
+    vertically (at least 4% of the metric's range apart), joined to their points by a line."""
+    from matplotlib.transforms import offset_copy
+
+    beside = offset_copy(ax.transData, fig=ax.figure, x=14, units="points")  # data y, a little to the right
+    values = [r["metric"] for r in rows]
+    gap = 0.04 * ((max(values) - min(values)) or 1.0)
+    columns: dict[int, list[dict]] = {}
+    for r in rows:
+        columns.setdefault(r["params"], []).append(r)
+    for x, column in columns.items():
+        placed = float("-inf")
+        for r in sorted(column, key=lambda r: r["metric"]):
+            placed = max(r["metric"], placed + gap)
+            name = r["ref"][len(prefix):] if prefix and r["ref"].startswith(prefix) else r["ref"]
+            ax.annotate(name, (x, r["metric"]), xytext=(x, placed), textcoords=beside, fontsize=7, va="center",
+                        fontweight="bold" if r["kept"] else "normal",
+                        arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
 
 
 def plan(catalog: Catalog, pipeline: Pipeline) -> list[dict]:

@@ -107,10 +107,12 @@ def to_png(g: nx.DiGraph, path: str | Path) -> Path:
     for n, d in depth.items():
         rows.setdefault(d, []).append(n)
     pos = {}
-    for d, nodes in rows.items():
-        for i, n in enumerate(sorted(nodes)):
+    for d in sorted(rows):  # children sit under their parents' mean position (fewer crossings)
+        nodes = sorted(rows[d], key=lambda n: (sum(pos[p][0] for p in g.predecessors(n)) / max(1, g.in_degree(n)), n))
+        for i, n in enumerate(nodes):
             pos[n] = ((i + 1) / (len(nodes) + 1), -d)
-    width = max(6.0, 2.2 * max(len(v) for v in rows.values()))
+    # wide enough that the widest generation's boxes do not overlap (~0.1 in per character)
+    width = max(6.0, max(sum(0.1 * len(g.nodes[n]["ref"]) + 0.5 for n in v) for v in rows.values()))
     fig, ax = plt.subplots(figsize=(width, 1.6 * (len(rows) + 1)))
     for u, v, data in g.edges(data=True):
         (x0, y0), (x1, y1) = pos[u], pos[v]
