@@ -37,3 +37,27 @@ def test_training_operators_run_in_two_cpu_processes(tmp_path):
     for name in ("train", "pool", "generator"):
         assert r0["before"][name] == r1["before"][name] != r0["after"][name], name  # same start, trained
         assert r0["after"][name] == r1["after"][name], name  # gradients averaged: replicas stay identical
+
+
+def test_zoo_commands_launched_as_two_processes_record_one_result(tmp_path):
+    """`torchrun -m zoo train|stitch build` (what `accelerate launch` does): both ranks train
+    together, the main process registers, the other reads that entry; one row each."""
+    from zoo import Catalog
+    from zoo.training import new_model
+
+    cat = Catalog(tmp_path / "c.db", store=tmp_path / "store")
+    new_model(cat, "vit-ti", "small", seed=0)
+    new_model(cat, "vit-s", "large", seed=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ZOO_CATALOG": str(tmp_path / "c.db"),
+           "ZOO_STORE": str(tmp_path / "store")}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "zoo"]
+    for args, name in ((["train", "small", "--task", "digits", "--steps", "4", "--out", "trained"], "trained"),
+                       (["stitch", "build", "-a", "small", "-a", "large", "--task", "digits", "--steps", "4",
+                         "--out", "net"], "net")):
+        proc = subprocess.run(launch + args, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.count(f"{name}@1") == 2 and f"{name}@2" not in proc.stdout  # both ranks name the one entry
+        assert [r["version"] for r in cat.ls(name=name)] == [1]
+        assert not list((tmp_path / "store").glob(".incoming-*"))  # the other rank's copy is gone
+    run = cat.producing_run("net")
+    assert run.operator == "stitch.snnet" and cat.get("net").metrics["stitch/configs"] > 2

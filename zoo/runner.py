@@ -134,8 +134,50 @@ def run_operator(
         shutil.rmtree(target, ignore_errors=True)
         raise
     seconds = time.perf_counter() - t0
+    if launched_processes() > 1:  # `accelerate launch` / torchrun: every rank ran it, rank 0 records it
+        return _record_once(catalog, key, output, lambda: _register(catalog, op, p, key, seconds, output, call,
+                                                                     out_name, tags), seconds)
+    return RunResult(_register(catalog, op, p, key, seconds, output, call, out_name, tags), False, seconds)
+
+
+def launched_processes() -> int:
+    """How many processes a launcher (accelerate launch, torchrun) started for this command."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def _record_once(catalog: Catalog, key: str, output: OperatorOutput, register: Callable[[], ModelEntry],
+                 seconds: float) -> RunResult:
+    """The main process registers the output; the others drop their identical copy and,
+    after a barrier, read the entry the main process recorded (a failure reaches every rank)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    entry, error = None, None
+    if state.is_main_process:
+        try:
+            entry = register()
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after the barrier
+            error = e
+    else:
+        shutil.rmtree(output.written.path, ignore_errors=True)
+    state.wait_for_everyone()
+    if error is not None:
+        raise error
+    if entry is None:
+        hit = catalog.find_run(key)
+        if hit is None:
+            from .errors import ZooError
+
+            raise ZooError("the main process did not record the run (see its error)")
+        entry = hit[1][0]
+    return RunResult(entry, reused=False, seconds=seconds)
+
+
+def _register(catalog: Catalog, op: Operator, p: OperatorParams, key: str, seconds: float, output: OperatorOutput,
+              call: OperatorCall, out_name: str, tags: Sequence[str]) -> ModelEntry:
     run = RunRecord(op.name, op.version, p.model_dump(mode="json"), cache_key=key, seconds=seconds,
                     timings={"notes": output.notes} if output.notes else None)
-    entry = catalog.register(output.written, out_name, run=run, inputs=[parent for parent, _ in call.recorded_inputs()],
-                             tags=tags, metrics=output.metrics)
-    return RunResult(entry, reused=False, seconds=seconds)
+    return catalog.register(output.written, out_name, run=run, inputs=[parent for parent, _ in call.recorded_inputs()],
+                            tags=tags, metrics=output.metrics)
