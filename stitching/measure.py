@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from zoo.cost import flop_counter
 from zoo.families.stitched import StitchConfig
 
 
@@ -38,7 +38,7 @@ def config_params(cfg: StitchConfig, parts: list[dict], stitch_sizes: dict[str, 
 
 @torch.no_grad()
 def config_flops(net, cfg: StitchConfig, example: dict) -> int:
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()  # counts attention on the CPU too
     with counter:
         net.run(cfg, example)
     return int(counter.get_total_flops())

@@ -36,6 +36,10 @@ def doc(**extra_steps) -> dict:
     ({"x": {"op": "train.finetune", "inputs": ["base"], "params": {"task": "digits", "stepz": 3}}}, "unknown parameter 'stepz'"),
     ({"x": {"op": "train.finetune", "inputs": ["nowhere"], "params": {"task": "digits"}}}, "neither a step nor"),
     ({"x": {"op": "train.finetune", "inputs": ["base"], "grid": {"steps": []}}}, "non-empty list"),
+    ({"scored": {"op": "eval", "inputs": ["merged"], "params": {}}}, "eval needs params.task"),
+    ({"best": {"op": "select", "inputs": ["scored"], "params": {"metric": "m", "mode": "top"}}}, "best or pareto"),
+    ({"best": {"op": "select", "inputs": ["scored"], "params": {"metric": "m", "cost": "time"}}}, "params or flops"),
+    ({"best": {"op": "select", "inputs": ["scored"], "params": {"metrc": "m"}}}, "unknown select parameter 'metrc'"),
 ])
 def test_problems_are_reported_before_anything_runs(catalog, change, message):
     with pytest.raises(ZooError, match=message):
@@ -95,6 +99,28 @@ def test_pareto_select_and_build_command(run, tmp_path):
     assert code != 0 and err.strip().splitlines()[-1].startswith("error: 1 step(s) did not finish: x")
     code, _, err = run("build", str(tmp_path / "missing.yaml"))
     assert code != 0 and "no such pipeline file" in err
+
+
+def test_select_against_flops_counts_them_like_a_hand_count(catalog, tmp_path):
+    """FLOPs per example (2 per multiply-add) of the tiny ViT, counted by hand: patch
+    embedding, per layer q/k/v/o + attention (scores and mix) + MLP, and the classifier."""
+    wide = {**VIT, "config": {**VIT["config"], "hidden_size": 16, "intermediate_size": 32}}
+    pipe = doc(w={"op": "init.random", "params": wide},
+               scored={"op": "eval", "inputs": ["a", "w"], "params": {"task": "digits"}},
+               best={"op": "select", "inputs": ["scored"],
+                     "params": {"metric": "digits/accuracy", "mode": "pareto", "cost": "flops"}})
+    results = run_pipeline(catalog, Pipeline.from_dict(pipe), report_dir=tmp_path)
+
+    def hand(d: int, m: int, layers: int = 1, patches: int = 4, patch_px: int = 16, classes: int = 10) -> int:
+        n = patches + 1  # and the CLS token
+        return 2 * (patches * d * patch_px + layers * (4 * n * d * d + 2 * n * n * d + 2 * n * d * m) + d * classes)
+
+    flops = {r["ref"]: r["flops"] for r in results["best"].report["rows"]}
+    assert flops["t-a@1"] == hand(12, 24) and flops["t-w@1"] == hand(16, 32)
+    assert catalog.get("t-a").metrics["flops"] == hand(12, 24)  # kept on the entry, not counted twice
+    table = (tmp_path / "t-best.md").read_text()
+    assert "| model | params | flops |" in table and f"{hand(16, 32):,}" in table
+    assert (tmp_path / "t-best.png").stat().st_size > 10_000
 
 
 def test_example_pipeline_is_valid(catalog):

@@ -17,19 +17,15 @@ stopped; a failed step stops only its descendants; `grid` sweeps a step's params
 from __future__ import annotations
 
 import itertools
-import json
-import string
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .catalog import Catalog, ModelEntry, Parent
+from .catalog import Catalog, Parent
 from .errors import ZooError
 
-PSEUDO = {"eval", "select", "push"}
-PUSH_PARAMS = {"repo", "private", "revision", "message"}
-REPO_FIELDS = {"name", "pipeline", "step"}  # what a push step's `repo` template may use
+PSEUDO = {"eval", "select", "push"}  # steps that run in process (zoo/pipeline_steps.py), not operators
 DEFAULT_ROLE = {"train": "base", "expand": "source", "stitch": "anchor", "learngene": "teacher",
                 "generate.sample": "generator", "generate.pdiff": "base", "generate.d2nwg": "zoo"}
 
@@ -133,34 +129,11 @@ class Pipeline:
             return sum(self.fanout(i.ref) for i in step.inputs)
         return len(step.points())
 
-    def _check_push(self, step: Step) -> None:
-        """A push step's params, checked up front so a typo never leaves a build half-pushed."""
-        where = f"step {step.name!r}"
-        unknown = set(step.params) - PUSH_PARAMS
-        if unknown:
-            raise ZooError(f"{where}: unknown push parameter {min(unknown)!r} (known: {', '.join(sorted(PUSH_PARAMS))})")
-        if step.grid:
-            raise ZooError(f"{where}: push takes no grid")
-        repo = step.params.get("repo")
-        if not isinstance(repo, str) or not repo:
-            raise ZooError(f"{where}: push needs params.repo (e.g. my-org/{{name}})")
-        try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(repo) if f is not None}
-        except ValueError as e:
-            raise ZooError(f"{where}: repo template {repo!r}: {e}") from None
-        if fields - REPO_FIELDS:
-            raise ZooError(f"{where}: repo template field {{{min(fields - REPO_FIELDS)}}} is unknown "
-                           "(known: {name}, {pipeline}, {step})")
-        n = sum(self.fanout(i.ref) for i in step.inputs)
-        if n == 0:
-            raise ZooError(f"{where}: push needs inputs (e.g. inputs: [best])")
-        if n > 1 and "name" not in fields:
-            raise ZooError(f"{where}: it can push {n} models, so repo must contain {{name}} (got {repo!r})")
-
     def check(self, catalog: Catalog) -> list[str]:
         """Every problem found before anything runs; returns the run order."""
         import networkx as nx
 
+        from .pipeline_steps import check_pseudo_step
         from .registry import get_operator
 
         g = self.graph()
@@ -177,9 +150,8 @@ class Pipeline:
                     except ZooError:
                         raise ZooError(f"step {step.name!r}: input {inp.ref!r} is neither a step nor a catalog "
                                        "model") from None
-            if step.op == "push":
-                self._check_push(step)
             if step.op in PSEUDO:
+                check_pseudo_step(self, step)
                 continue
             op = get_operator(step.op)  # unknown operator: one line naming the known ones
             for point in step.points():
@@ -261,15 +233,12 @@ def _inputs(step: Step, results: dict[str, StepResult]) -> list[Parent]:
 
 def _run_step(catalog: Catalog, pipeline: Pipeline, step: Step, results: dict[str, StepResult], force: bool,
               report_dir: Path | None) -> StepResult:
+    from .pipeline_steps import run_pseudo_step
     from .runner import run_operator
 
     parents = _inputs(step, results)
-    if step.op == "eval":
-        return _eval(catalog, step, parents)
-    if step.op == "select":
-        return _select(catalog, pipeline, step, parents, report_dir)
-    if step.op == "push":
-        return _push(catalog, pipeline, step, parents, force)
+    if step.op in PSEUDO:
+        return run_pseudo_step(catalog, pipeline, step, parents, force, report_dir)
     outs, reused = [], 0
     for i, point in enumerate(step.points()):
         r = run_operator(catalog, step.op, parents, point, output_name(pipeline.name, step, i), reuse=not force,
@@ -278,133 +247,6 @@ def _run_step(catalog: Catalog, pipeline: Pipeline, step: Step, results: dict[st
         reused += r.reused
     status = "reused" if reused == len(outs) else "ran"
     return StepResult(step.name, status, outs, detail=f"{reused} of {len(outs)} reused" if step.grid else "")
-
-
-def _eval(catalog: Catalog, step: Step, parents: list[Parent]) -> StepResult:
-    from .training import evaluate
-
-    task = step.params.get("task")
-    if not task:
-        raise ZooError(f"step {step.name!r}: eval needs params.task")
-    scores = {p.ref: evaluate(catalog, p.ref, task, step.params.get("split", "test")) for p in parents}
-    return StepResult(step.name, "ran", [p.ref for p in parents], report=scores)
-
-
-def _select(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Parent],
-            report_dir: Path | None) -> StepResult:
-    """Keep the best model by a metric, or the Pareto front of metric vs a cost (params);
-    write a report (Markdown table + PNG) when a report folder is given."""
-    metric = step.params.get("metric")
-    if not metric:
-        raise ZooError(f"step {step.name!r}: select needs params.metric (e.g. digits/accuracy)")
-    mode = step.params.get("mode", "best")
-    higher = step.params.get("higher_is_better", True)
-    rows = []
-    for p in parents:
-        e = catalog.get(p.ref)
-        if metric not in (e.metrics or {}):
-            raise ZooError(f"step {step.name!r}: {e.ref} has no metric {metric!r} (add an eval step before)")
-        rows.append({"ref": e.ref, "metric": e.metrics[metric], "params": e.num_params or 0})
-    sign = 1 if higher else -1
-    if mode == "best":
-        kept = [max(rows, key=lambda r: sign * r["metric"])["ref"]]
-    elif mode == "pareto":
-        kept, best = [], float("-inf")
-        for r in sorted(rows, key=lambda r: (r["params"], -sign * r["metric"])):
-            if sign * r["metric"] > best:
-                kept.append(r["ref"])
-                best = sign * r["metric"]
-    else:
-        raise ZooError(f"step {step.name!r}: select mode is best or pareto, not {mode!r}")
-    for r in rows:
-        r["kept"] = r["ref"] in kept
-    if report_dir is not None:
-        _write_report(Path(report_dir) / f"{pipeline.name}-{step.name}", metric, rows, prefix=f"{pipeline.name}-")
-    return StepResult(step.name, "ran", kept, report={"rows": rows, "kept": kept})
-
-
-def _recorded_push(entry: ModelEntry, repo_id: str, revision: str) -> dict | None:
-    """The latest push of these bytes to this repo and branch that the entry's card records."""
-    for rec in reversed((entry.card or {}).get("hub_pushes") or []):
-        if (rec.get("repo_id") == repo_id and rec.get("revision", "main") == revision
-                and rec.get("digest", entry.digest) == entry.digest):  # no digest: `zoo push` of this entry
-            return rec
-    return None
-
-
-def _push(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Parent], force: bool) -> StepResult:
-    """Push each input to the Hub repo its template names. An input whose card already records
-    a push of the same digest to that repo and branch is reused, so a rebuild makes no new
-    commits; `--force STEP` pushes again."""
-    from .hub import push
-
-    params = step.params
-    revision = params.get("revision") or "main"
-    entries = list({e.id: e for e in (catalog.get(p.ref) for p in parents)}.values())
-    targets = [(e, params["repo"].format(name=e.name, pipeline=pipeline.name, step=step.name)) for e in entries]
-    repos = [r for _, r in targets]
-    if len(set(repos)) < len(repos):
-        raise ZooError(f"step {step.name!r}: several inputs would go to the same repo ({repos}); "
-                       "use {name} with distinct model names")
-    report, pushed = [], 0
-    for entry, repo_id in targets:
-        rec = None if force else _recorded_push(entry, repo_id, revision)
-        fresh = rec is None
-        if fresh:
-            push(catalog, entry.id, repo_id, private=bool(params.get("private", False)),
-                 revision=params.get("revision"), message=params.get("message"))
-            rec = catalog.get(entry.id).card["hub_pushes"][-1]
-            pushed += 1
-        report.append({"ref": entry.ref, "repo_id": repo_id, "commit": rec["commit"], "url": rec.get("url", ""),
-                       "status": "pushed" if fresh else "reused"})
-    detail = ", ".join(f"{r['repo_id']}@{r['commit'][:12]}" for r in report)  # where the winners went
-    return StepResult(step.name, "ran" if pushed else "reused", [e.ref for e in entries], detail=detail,
-                      report={"pushes": report})
-
-
-def _write_report(stem: Path, metric: str, rows: list[dict], prefix: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"| model | params | {metric} | kept |", "|---|---|---|---|"]
-    lines += [f"| {r['ref']} | {r['params']:,} | {r['metric']:.4f} | {'yes' if r['kept'] else ''} |" for r in rows]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.scatter([r["params"] for r in rows], [r["metric"] for r in rows], color="tab:blue", label="candidates")
-    kept = sorted((r for r in rows if r["kept"]), key=lambda r: r["params"])
-    ax.plot([r["params"] for r in kept], [r["metric"] for r in kept], "o-", color="red", label="kept")
-    _label_points(ax, rows, prefix)
-    ax.set_xlabel("parameters")
-    ax.set_ylabel(metric)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"))
-    plt.close(fig)
-    stem.with_suffix(".json").write_text(json.dumps(rows, indent=2))
-
-
-def _label_points(ax, rows: list[dict], prefix: str) -> None:
-    """Name every point without overlaps: labels of points in one column are spread out
-    vertically (at least 4% of the metric's range apart), joined to their points by a line."""
-    from matplotlib.transforms import offset_copy
-
-    beside = offset_copy(ax.transData, fig=ax.figure, x=14, units="points")  # data y, a little to the right
-    values = [r["metric"] for r in rows]
-    gap = 0.04 * ((max(values) - min(values)) or 1.0)
-    columns: dict[int, list[dict]] = {}
-    for r in rows:
-        columns.setdefault(r["params"], []).append(r)
-    for x, column in columns.items():
-        placed = float("-inf")
-        for r in sorted(column, key=lambda r: r["metric"]):
-            placed = max(r["metric"], placed + gap)
-            name = r["ref"][len(prefix):] if prefix and r["ref"].startswith(prefix) else r["ref"]
-            ax.annotate(name, (x, r["metric"]), xytext=(x, placed), textcoords=beside, fontsize=7, va="center",
-                        fontweight="bold" if r["kept"] else "normal",
-                        arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
 
 
 def plan(catalog: Catalog, pipeline: Pipeline) -> list[dict]:

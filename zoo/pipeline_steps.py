@@ -1,0 +1,166 @@
+"""The steps a pipeline runs in process rather than as operators: `eval` (score models on
+a task), `select` (keep the best, or the Pareto front of a metric against params or FLOPs,
+with a report) and `push` (send the winners to the Hub). Each one's params are checked
+with the rest of the pipeline, before anything runs."""
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .catalog import Catalog, ModelEntry, Parent
+from .errors import ZooError
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline, Step, StepResult
+
+PARAMS = {  # step -> (required, optional) params
+    "eval": ({"task"}, {"split"}),
+    "select": ({"metric"}, {"mode", "cost", "higher_is_better"}),
+    "push": ({"repo"}, {"private", "revision", "message"}),
+}
+MODES, COSTS = ("best", "pareto"), ("params", "flops")
+REPO_FIELDS = {"name", "pipeline", "step"}  # what a push step's `repo` template may use
+EXAMPLES = {"task": "digits", "metric": "digits/val_accuracy", "repo": "my-org/{name}"}
+
+
+def check_pseudo_step(pipeline: "Pipeline", step: "Step") -> None:
+    """One line for the first problem with an eval/select/push step's params."""
+    where = f"step {step.name!r}"
+    required, optional = PARAMS[step.op]
+    unknown = set(step.params) - required - optional
+    if unknown:
+        raise ZooError(f"{where}: unknown {step.op} parameter {min(unknown)!r} "
+                       f"(known: {', '.join(sorted(required | optional))})")
+    for key in sorted(required):
+        if not step.params.get(key):
+            raise ZooError(f"{where}: {step.op} needs params.{key} (e.g. {EXAMPLES[key]})")
+    if step.grid:
+        raise ZooError(f"{where}: {step.op} takes no grid")
+    if not step.inputs:
+        raise ZooError(f"{where}: {step.op} needs inputs")
+    if step.op == "select":
+        if step.params.get("mode", "best") not in MODES:
+            raise ZooError(f"{where}: select mode is best or pareto, not {step.params['mode']!r}")
+        if step.params.get("cost", "params") not in COSTS:
+            raise ZooError(f"{where}: select cost is params or flops, not {step.params['cost']!r}")
+    if step.op == "push":
+        _check_repo(pipeline, step, where)
+
+
+def _check_repo(pipeline: "Pipeline", step: "Step", where: str) -> None:
+    repo = step.params["repo"]
+    if not isinstance(repo, str):
+        raise ZooError(f"{where}: push needs params.repo as text (e.g. my-org/{{name}})")
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(repo) if f is not None}
+    except ValueError as e:
+        raise ZooError(f"{where}: repo template {repo!r}: {e}") from None
+    if fields - REPO_FIELDS:
+        raise ZooError(f"{where}: repo template field {{{min(fields - REPO_FIELDS)}}} is unknown "
+                       "(known: {name}, {pipeline}, {step})")
+    n = sum(pipeline.fanout(i.ref) for i in step.inputs)
+    if n > 1 and "name" not in fields:
+        raise ZooError(f"{where}: it can push {n} models, so repo must contain {{name}} (got {repo!r})")
+
+
+def run_pseudo_step(catalog: Catalog, pipeline: "Pipeline", step: "Step", parents: list[Parent], force: bool,
+                    report_dir: Path | None) -> "StepResult":
+    if step.op == "eval":
+        return _eval(catalog, step, parents)
+    if step.op == "select":
+        return _select(catalog, pipeline, step, parents, report_dir)
+    return _push(catalog, pipeline, step, parents, force)
+
+
+def _eval(catalog: Catalog, step: "Step", parents: list[Parent]) -> "StepResult":
+    from .pipeline import StepResult
+    from .training import evaluate
+
+    split = step.params.get("split", "test")
+    scores = {p.ref: evaluate(catalog, p.ref, step.params["task"], split) for p in parents}
+    return StepResult(step.name, "ran", [p.ref for p in parents], report=scores)
+
+
+def _flops(catalog: Catalog, entry: ModelEntry) -> int:
+    """Forward FLOPs of one example, computed once and kept as the entry's `flops` metric."""
+    if "flops" not in (entry.metrics or {}):
+        from .cost import forward_flops
+
+        catalog.set_metrics(entry.id, {"flops": forward_flops(catalog.open(entry))})
+        entry = catalog.get(entry.id)
+    return int(entry.metrics["flops"])
+
+
+def _select(catalog: Catalog, pipeline: "Pipeline", step: "Step", parents: list[Parent],
+            report_dir: Path | None) -> "StepResult":
+    """Keep the best model by a metric, or the Pareto front of the metric against a cost
+    (params or FLOPs); write a report (Markdown table, PNG, JSON) into `report_dir`."""
+    from .pipeline import StepResult
+    from .pipeline_report import write_report
+
+    metric, mode = step.params["metric"], step.params.get("mode", "best")
+    cost = step.params.get("cost", "params")
+    sign = 1 if step.params.get("higher_is_better", True) else -1
+    rows = []
+    for p in parents:
+        e = catalog.get(p.ref)
+        if metric not in (e.metrics or {}):
+            raise ZooError(f"step {step.name!r}: {e.ref} has no metric {metric!r} (add an eval step before)")
+        row = {"ref": e.ref, "metric": e.metrics[metric], "params": e.num_params or 0}
+        if cost == "flops":
+            row["flops"] = _flops(catalog, e)
+        rows.append(row)
+    if mode == "best":
+        kept = [max(rows, key=lambda r: sign * r["metric"])["ref"]]
+    else:
+        kept, best = [], float("-inf")
+        for r in sorted(rows, key=lambda r: (r[cost], -sign * r["metric"])):
+            if sign * r["metric"] > best:
+                kept.append(r["ref"])
+                best = sign * r["metric"]
+    for r in rows:
+        r["kept"] = r["ref"] in kept
+    if report_dir is not None:
+        write_report(Path(report_dir) / f"{pipeline.name}-{step.name}", metric, rows, cost, prefix=f"{pipeline.name}-")
+    return StepResult(step.name, "ran", kept, report={"rows": rows, "kept": kept})
+
+
+def _recorded_push(entry: ModelEntry, repo_id: str, revision: str) -> dict | None:
+    """The latest push of these bytes to this repo and branch that the entry's card records."""
+    for rec in reversed((entry.card or {}).get("hub_pushes") or []):
+        if (rec.get("repo_id") == repo_id and rec.get("revision", "main") == revision
+                and rec.get("digest", entry.digest) == entry.digest):  # no digest: `zoo push` of this entry
+            return rec
+    return None
+
+
+def _push(catalog: Catalog, pipeline: "Pipeline", step: "Step", parents: list[Parent], force: bool) -> "StepResult":
+    """Push each input to the Hub repo its template names. An input whose card already records
+    a push of the same digest to that repo and branch is reused, so a rebuild makes no new
+    commits; `--force STEP` pushes again."""
+    from .hub import push
+    from .pipeline import StepResult
+
+    params = step.params
+    revision = params.get("revision") or "main"
+    entries = list({e.id: e for e in (catalog.get(p.ref) for p in parents)}.values())
+    targets = [(e, params["repo"].format(name=e.name, pipeline=pipeline.name, step=step.name)) for e in entries]
+    repos = [r for _, r in targets]
+    if len(set(repos)) < len(repos):
+        raise ZooError(f"step {step.name!r}: several inputs would go to the same repo ({repos}); "
+                       "use {name} with distinct model names")
+    report, pushed = [], 0
+    for entry, repo_id in targets:
+        rec = None if force else _recorded_push(entry, repo_id, revision)
+        fresh = rec is None
+        if fresh:
+            push(catalog, entry.id, repo_id, private=bool(params.get("private", False)),
+                 revision=params.get("revision"), message=params.get("message"))
+            rec = catalog.get(entry.id).card["hub_pushes"][-1]
+            pushed += 1
+        report.append({"ref": entry.ref, "repo_id": repo_id, "commit": rec["commit"], "url": rec.get("url", ""),
+                       "status": "pushed" if fresh else "reused"})
+    detail = ", ".join(f"{r['repo_id']}@{r['commit'][:12]}" for r in report)  # where the winners went
+    return StepResult(step.name, "ran" if pushed else "reused", [e.ref for e in entries], detail=detail,
+                      report={"pushes": report})
