@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from .cli import app, catalog
-from .console import err, out, print_json
+from .console import err, item_progress, out, print_json
 
 
 @app.command()
@@ -40,7 +40,13 @@ def build(
                         else f"(push to {s['repo']})" if s.get("repo") else "(in process)")
                 out.print(f"{s['step']}: {s['op']} <- {', '.join(s['inputs']) or '-'}  {runs}")
         return
-    results = run_pipeline(cat, pipe, force=set(force), jobs=jobs, report_dir=report_dir, log=lambda m: err.print(m))
+    with item_progress("building", total=len(pipe.steps)) as advance:
+        def log(message: str) -> None:
+            err.print(message, highlight=False)
+            if not message.endswith(" ..."):  # a step finished
+                advance(1)
+
+        results = run_pipeline(cat, pipe, force=set(force), jobs=jobs, report_dir=report_dir, log=log)
     rows = [{"step": r.name, "status": r.status, "outputs": r.outputs, "detail": r.detail} for r in results.values()]
     if as_json:
         print_json(rows)

@@ -186,7 +186,8 @@ def _role(step: Step, inp: StepInput) -> str:
 
 def run_pipeline(catalog: Catalog, pipeline: Pipeline, *, force: set[str] = frozenset(), jobs: int = 1,
                  report_dir: Path | None = None, log: Callable[[str], None] = lambda msg: None) -> dict[str, StepResult]:
-    """Run every step in dependency order (independent ones in parallel with jobs > 1)."""
+    """Run every step in dependency order (independent ones in parallel with jobs > 1);
+    `log` hears each step start ('NAME: OP ...') and end ('NAME: STATUS ...')."""
     order = pipeline.check(catalog)
     unknown = set(force) - set(pipeline.steps)
     if unknown:
@@ -203,6 +204,7 @@ def run_pipeline(catalog: Catalog, pipeline: Pipeline, *, force: set[str] = froz
         bad = [p for p in g.predecessors(name) if results[p].status in ("failed", "skipped")]
         if bad:
             return StepResult(name, "skipped", detail=f"{bad[0]} did not finish")
+        log(f"{name}: {step.op} ...")
         try:
             return _run_step(catalog, pipeline, step, results, name in force, report_dir)
         except Exception as e:  # noqa: BLE001 - a failed step stops its descendants, not the build
