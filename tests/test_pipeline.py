@@ -73,6 +73,10 @@ def test_build_caches_resumes_and_forces(catalog, tmp_path):
     assert again["b"].status == "ran"  # forced; its output name is reused as a new version
     assert len(catalog.ls()) == n_models + 1  # b@2
     assert again["merged"].status == "reused"  # b@2 has b@1's bytes: same input digests, same cache key
+    assert again["scored"].status == "reused"  # every input already holds digits/accuracy
+    assert again["scored"].report == {ref: {"digits/accuracy": scores[ref]} for ref in first["scored"].outputs}
+    forced = run_pipeline(catalog, pipe, force={"scored"})
+    assert forced["scored"].status == "ran" and "digits/loss" in forced["scored"].report[kept[0]]
 
 
 def test_a_failed_step_stops_only_its_descendants(catalog):

@@ -67,19 +67,33 @@ def _check_repo(pipeline: "Pipeline", step: "Step", where: str) -> None:
 def run_pseudo_step(catalog: Catalog, pipeline: "Pipeline", step: "Step", parents: list[Parent], force: bool,
                     report_dir: Path | None) -> "StepResult":
     if step.op == "eval":
-        return _eval(catalog, step, parents)
+        return _eval(catalog, step, parents, force)
     if step.op == "select":
         return _select(catalog, pipeline, step, parents, report_dir)
     return _push(catalog, pipeline, step, parents, force)
 
 
-def _eval(catalog: Catalog, step: "Step", parents: list[Parent]) -> "StepResult":
+def _eval(catalog: Catalog, step: "Step", parents: list[Parent], force: bool) -> "StepResult":
+    """Score each input on the task. An entry never changes, so one that already holds the
+    task's headline metric on this split is not scored again (unless forced)."""
     from .pipeline import StepResult
-    from .training import evaluate
+    from .tasks import get_task
+    from .training import evaluate, split_metrics
 
-    split = step.params.get("split", "test")
-    scores = {p.ref: evaluate(catalog, p.ref, step.params["task"], split) for p in parents}
-    return StepResult(step.name, "ran", [p.ref for p in parents], report=scores)
+    task_spec, split = step.params["task"], step.params.get("split", "test")
+    task = get_task(task_spec)
+    (headline,) = split_metrics(task, split, {task.primary: 0.0})
+    scores, reused = {}, 0
+    for p in parents:
+        entry = catalog.get(p.ref)
+        if not force and headline in (entry.metrics or {}):
+            scores[p.ref] = {headline: entry.metrics[headline]}
+            reused += 1
+        else:
+            scores[p.ref] = evaluate(catalog, p.ref, task_spec, split)
+    status = "reused" if reused == len(parents) else "ran"
+    return StepResult(step.name, status, [p.ref for p in parents], report=scores,
+                      detail=f"{reused} of {len(parents)} already scored" if 0 < reused < len(parents) else "")
 
 
 def _flops(catalog: Catalog, entry: ModelEntry) -> int:
