@@ -22,9 +22,12 @@ def build(
     """Build every step of a pipeline in dependency order. Cycles, unknown operators,
     unknown params and missing inputs are reported before anything runs; steps whose
     operator, params and input digests match a recorded run reuse it, so an interrupted
-    build resumes; a failed step stops only the steps that depend on it. A `push` step
-    uploads its inputs (e.g. a select step's winners) to the Hugging Face Hub, and skips
-    any whose entry already records a push of the same bytes to the same repo and branch."""
+    build resumes; a failed step stops only the steps that depend on it. Besides
+    operators, `eval` scores models on a task, `select` keeps the best or the Pareto
+    front (against params or FLOPs) and writes a report, and `push` uploads the winners
+    to the Hugging Face Hub (skipping bytes already pushed to that repo and branch).
+
+    Example: zoo build examples/digits_variants.yaml --dry-run, then without --dry-run."""
     from .errors import ZooError
     from .pipeline import Pipeline, plan, run_pipeline
 
