@@ -61,3 +61,29 @@ def test_zoo_commands_launched_as_two_processes_record_one_result(tmp_path):
         assert not list((tmp_path / "store").glob(".incoming-*"))  # the other rank's copy is gone
     run = cat.producing_run("net")
     assert run.operator == "stitch.snnet" and cat.get("net").metrics["stitch/configs"] > 2
+
+
+def test_a_pipeline_launched_as_two_processes_trains_registers_and_pushes_once(hub, tmp_path):
+    """`torchrun -m zoo build`: each operator is recorded once and the push step makes one commit."""
+    import yaml
+
+    from zoo import Catalog
+
+    vit = {"hidden_size": 12, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 24,
+           "image_size": 8, "patch_size": 4, "num_channels": 1, "num_labels": 10}
+    pipe = {"name": "dist", "steps": {
+        "base": {"op": "init.random", "params": {"family": "vit", "config": vit}},
+        "tuned": {"op": "train.finetune", "inputs": ["base"], "params": {"task": "digits", "steps": 3}},
+        "ship": {"op": "push", "inputs": ["tuned"], "params": {"repo": "me/{name}"}},
+    }}
+    path = tmp_path / "dist.yaml"
+    path.write_text(yaml.safe_dump(pipe))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ZOO_CATALOG": str(tmp_path / "c.db"),
+           "ZOO_STORE": str(tmp_path / "store")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "zoo", "build",
+           str(path), "--reports", str(tmp_path / "reports")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cat = Catalog(tmp_path / "c.db", store=tmp_path / "store")
+    assert sorted(r["ref"] for r in cat.ls()) == ["dist-base@1", "dist-tuned@1"]
+    assert list(hub.state.repos) == ["me/dist-tuned"] and len(hub.state.repos["me/dist-tuned"].commits) == 1

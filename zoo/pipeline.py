@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from .catalog import Catalog, Parent
 from .errors import ZooError
+from .launch import launched_processes
 
 PSEUDO = {"eval", "select", "push"}  # steps that run in process (zoo/pipeline_steps.py), not operators
 DEFAULT_ROLE = {"train": "base", "expand": "source", "stitch": "anchor", "learngene": "teacher",
@@ -189,6 +190,8 @@ def run_pipeline(catalog: Catalog, pipeline: Pipeline, *, force: set[str] = froz
     """Run every step in dependency order (independent ones in parallel with jobs > 1);
     `log` hears each step start ('NAME: OP ...') and end ('NAME: STATUS ...')."""
     order = pipeline.check(catalog)
+    if launched_processes() > 1:
+        jobs = 1  # launched processes meet at barriers per step: every rank must take the steps in one order
     unknown = set(force) - set(pipeline.steps)
     if unknown:
         raise ZooError(f"--force {sorted(unknown)[0]!r}: no such step")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .catalog import Catalog, ModelEntry, Parent
 from .errors import ZooError
+from .launch import launched_processes, on_main_process
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline, Step, StepResult
@@ -70,6 +71,9 @@ def run_pseudo_step(catalog: Catalog, pipeline: "Pipeline", step: "Step", parent
         return _eval(catalog, step, parents, force)
     if step.op == "select":
         return _select(catalog, pipeline, step, parents, report_dir)
+    if launched_processes() > 1:  # under a launcher: one rank pushes, the others then find it recorded
+        done = on_main_process(lambda: _push(catalog, pipeline, step, parents, force))
+        return done if done is not None else _push(catalog, pipeline, step, parents, False)
     return _push(catalog, pipeline, step, parents, force)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .catalog import Catalog, ModelEntry, Parent, RunRecord
 from .card import model_card
 from .checkpoint import Checkpoint
+from .launch import barrier, launched_processes, on_main_process
 from .registry import Operator, OperatorParams, get_operator
 from .writer import CheckpointWriter, TensorSpec, WrittenCheckpoint, specs_from_tensors
 
@@ -120,6 +121,8 @@ def run_operator(
     p = params if isinstance(params, op.params) else op.validate(params if isinstance(params, dict) else None)
     resolved = [(parent, catalog.get(parent.ref)) for parent in inputs]
     key = cache_key(op, p, resolved)
+    if launched_processes() > 1:
+        barrier()  # every process decides on the same catalog state: all reuse, or all run
     if reuse:
         hit = catalog.find_run(key)
         if hit is not None and (out_name is None or hit[1][0].name == out_name):
@@ -140,31 +143,11 @@ def run_operator(
     return RunResult(_register(catalog, op, p, key, seconds, output, call, out_name, tags), False, seconds)
 
 
-def launched_processes() -> int:
-    """How many processes a launcher (accelerate launch, torchrun) started for this command."""
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
 def _record_once(catalog: Catalog, key: str, output: OperatorOutput, register: Callable[[], ModelEntry],
                  seconds: float) -> RunResult:
-    """The main process registers the output; the others drop their identical copy and,
-    after a barrier, read the entry the main process recorded (a failure reaches every rank)."""
-    from accelerate import PartialState
-
-    state = PartialState()
-    entry, error = None, None
-    if state.is_main_process:
-        try:
-            entry = register()
-        except BaseException as e:  # noqa: BLE001 - re-raised below, after the barrier
-            error = e
-    else:
-        shutil.rmtree(output.written.path, ignore_errors=True)
-    state.wait_for_everyone()
-    if error is not None:
-        raise error
+    """The main process registers the output; the others drop their identical copy and
+    read the entry the main process recorded."""
+    entry = on_main_process(register, others=lambda: shutil.rmtree(output.written.path, ignore_errors=True))
     if entry is None:
         hit = catalog.find_run(key)
         if hit is None:
