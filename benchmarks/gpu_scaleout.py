@@ -125,8 +125,8 @@ def merge_math() -> dict:
 def training_run(steps: int) -> dict:
     """One process's training figures (the device is whatever accelerate picks)."""
     from zoo import Catalog, Parent
+    from zoo.families import PRESETS
     from zoo.runner import run_operator
-    from zoo.training import PRESETS
 
     work = Path(tempfile.mkdtemp())
     cat = Catalog(work / "c.db", store=work / "store")

@@ -18,11 +18,6 @@ from zoo.writer import TensorSpec
 
 from .expansion import Recipe, build_maps, check_target, depth_plan, expand_tensor, new_shape
 
-TIED_HEADS = {  # head tensor -> the embedding it is tied to when absent from the file
-    "lm_head.weight": ("model.embed_tokens.weight", "transformer.wte.weight"),
-    "cls.predictions.decoder.weight": ("bert.embeddings.word_embeddings.weight",),
-}
-
 
 class ExpandParams(OperatorParams):
     hidden_size: int | None = Field(None, description="target hidden size [default: unchanged]")
@@ -83,13 +78,7 @@ def plan_expansion(ckpt: Checkpoint, method: str, p: ExpandParams) -> ExpansionP
             raise ZooError(f"{family.name} is post-LN: new layers cannot be exact identities, so depth expansion "
                            f"would not be lossless; expand width only (or use --method bert2bert)")
     names = ckpt.names()
-    synthesized = {}
-    for head, embeds in TIED_HEADS.items():
-        emb = next((e for e in embeds if e in ckpt.tensors), None)
-        wants_head = (config.get("architectures") or [""])[0] not in ("LlamaModel", "GPT2Model", "BertModel",
-                                                                       "BertForSequenceClassification")
-        if head not in ckpt.tensors and emb and wants_head and config.get("tie_word_embeddings", True):
-            synthesized[head] = emb
+    synthesized = family.tied_heads(config, names)  # tied heads the file leaves out: written untied
     roles = family.roles(names + list(synthesized), config)
     plan = depth_plan(src.layers, dst.layers)
     outputs = []
@@ -181,4 +170,4 @@ def _operator(method: str):
 for _method, _summary in (("lemon", "lossless width/depth expansion (LEMON, Wang et al. 2024)"),
                           ("bert2bert", "function-preserving init by circular copies (bert2bert FPI baseline)"),
                           ("net2net", "Net2WiderNet/DeeperNet: random copies with equal splits (baseline)")):
-    register(Operator(f"expand.{_method}", "1", ExpandParams, _operator(_method), _summary))
+    register(Operator(f"expand.{_method}", "1", ExpandParams, _operator(_method), _summary, default_role="source"))

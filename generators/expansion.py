@@ -276,8 +276,9 @@ def check_target(family: Family, src: Widths, dst: Widths) -> None:
     group = src.heads // src.kv_heads
     if dst.heads % group or dst.kv_heads * group != dst.heads:
         raise ZooError(f"heads must stay a multiple of the {group} query heads per key/value head")
-    if family.name == "llama" and dst.hidden % dst.heads:
-        raise ZooError(f"llama needs the hidden size to be a multiple of the heads ({dst.hidden} % {dst.heads} != 0)")
-    if family.name != "llama" and dst.heads * dst.head_dim != dst.hidden:
+    if family.free_head_dim and dst.hidden % dst.heads:
+        raise ZooError(f"{family.name} needs the hidden size to be a multiple of the heads "
+                       f"({dst.hidden} % {dst.heads} != 0)")
+    if not family.free_head_dim and dst.heads * dst.head_dim != dst.hidden:
         raise ZooError(f"{family.name} needs hidden size = heads x head_dim ({dst.heads} x {dst.head_dim} != {dst.hidden}); "
                        f"pick a hidden size that is a multiple of {src.head_dim}")

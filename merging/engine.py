@@ -19,6 +19,7 @@ import torch
 from zoo.checkpoint import WEIGHT_INDEXES, Checkpoint
 from zoo.devices import resolve_devices, workers_for
 from zoo.errors import MismatchError, ZooError
+from zoo.families import detect, num_layers
 from zoo.memory import tune_allocator
 from zoo.writer import CheckpointWriter, TensorSpec
 
@@ -38,16 +39,6 @@ class MergeReport:
     copied_from_reference: list[str] = field(default_factory=list)  # non-float or mismatched
     partial: dict[str, int] = field(default_factory=dict)  # tensor -> number of models that had it
     dropped: list[str] = field(default_factory=list)  # in some model but not in the reference
-
-
-def num_layers(config: dict | None, names: list[str]) -> int:
-    from .settings import layer_index
-
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if config and isinstance(config.get(key), int):
-            return config[key]
-    found = [i for i in (layer_index(n) for n in names) if i is not None]
-    return max(found) + 1 if found else 1
 
 
 def check_settings(method: MergeMethod, params: MergeParams, n_models: int) -> None:
@@ -121,7 +112,8 @@ def merge_checkpoints(
     ref = base if base is not None else models[0]
     report = MergeReport()
     names = ref.names()
-    layers = num_layers(ref.config, names)
+    family = detect(ref.config, names)  # None for architectures without a family: generic naming
+    layers = num_layers(ref.config, names, family)
     specs, plans = [], []
     for name in names:
         info = ref.info(name)
@@ -175,14 +167,14 @@ def merge_checkpoints(
             if not merge_it:
                 writer.write_slice(name, 0, ref.read(name))
             else:
-                t = layer_position(name, layers)
+                t = layer_position(name, layers, family)
                 job = TensorJob(
                     name=name, shape=info.shape,
                     base=(lambda s, c, n=name: base.read(n, s, c)) if base is not None else None,
                     models=[(lambda s, c, n=name, m=models[i]: m.read(n, s, c)) for i in present],
                     params=[resolve(model_settings[i], method.model_params, name, t, method.name) for i in present],
                     shared=resolve(params.parameters, method.shared_params, name, t, method.name),
-                    seed=params.seed, device=devices[index % len(devices)], dtype=compute,
+                    seed=params.seed, device=devices[index % len(devices)], dtype=compute, family=family,
                 )
                 method.run(job, lambda start, chunk: writer.write_slice(name, start, chunk))
         if progress is not None:

@@ -7,22 +7,16 @@ whose filter is a substring of the tensor name (or is missing or '*') applies.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from zoo.errors import ZooError
-
-_LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
-
-
-def layer_index(tensor_name: str) -> int | None:
-    m = _LAYER.search(tensor_name)
-    return int(m.group(1)) if m else None
+from zoo.families import Family, layer_index
 
 
-def layer_position(tensor_name: str, num_layers: int) -> float:
-    """mergekit's t for a tensor: i/(N-1) inside the layer stack, 0 outside it."""
-    i = layer_index(tensor_name)
+def layer_position(tensor_name: str, num_layers: int, family: Family | None = None) -> float:
+    """mergekit's t for a tensor: i/(N-1) inside the layer stack, 0 outside it (the layer
+    by the family's naming, or the generic one for architectures without a family)."""
+    i = layer_index(tensor_name, family)
     if i is None:
         return 0.0
     return i / (num_layers - 1) if num_layers > 1 else 1.0

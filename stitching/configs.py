@@ -16,7 +16,7 @@ is fitted to map the front's output of block j onto the end's input of block k.
 from __future__ import annotations
 
 from zoo.errors import ZooError
-from zoo.families.stitched import Segment, StitchConfig, stitch_key
+from .format import Segment, StitchConfig, stitch_key
 
 
 def nearest_map(front_depth: int, end_depth: int) -> list[int]:

@@ -11,9 +11,10 @@ from pydantic import Field
 
 from zoo.errors import ZooError
 from zoo.families import get_family
-from zoo.families.stitched import Segment, StitchConfig, network_config, parse_configs, stitch_key
 from zoo.registry import Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput
+
+from .format import Segment, StitchConfig, network_config, parse_configs, stitch_key
 
 
 class ExportParams(OperatorParams):
@@ -99,4 +100,4 @@ def _export(call: OperatorCall) -> OperatorOutput:
 
 
 register(Operator("stitch.export", "1", ExportParams, _export,
-                  "one configuration of a stitched network as a standalone checkpoint"))
+                  "one configuration of a stitched network as a standalone checkpoint", default_role="anchor"))

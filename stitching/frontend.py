@@ -7,11 +7,11 @@ from typing import Any
 
 from zoo.catalog import Catalog, Parent
 from zoo.errors import ZooError
-from zoo.families.stitched import StitchConfig, parse_configs
 from zoo.runner import RunResult, run_operator
 from zoo.tasks import get_task
 
 from .export import pick_config
+from .format import StitchConfig, parse_configs
 from .sws import expand_learngene, sws  # noqa: F401  (the `zoo learngene sws/expand` front ends)
 
 

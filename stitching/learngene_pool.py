@@ -19,7 +19,6 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.families import Widths, family_of
-from zoo.families.stitched import network_config
 from zoo.registry import Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput
 from zoo.tasks import get_task
@@ -27,6 +26,7 @@ from zoo.training import TrainParams, train_model
 
 from .configs import snnet_v1
 from .distill import _Replay, follow, soft_kl
+from .format import network_config
 from .lsinit import least_squares, stitch_positions
 from .measure import config_flops, measure, pareto_front
 from .snnet import SNNetParams, build_network, net_shapes, network_state, train_network
@@ -190,4 +190,5 @@ def _pool(call: OperatorCall) -> OperatorOutput:
 
 
 register(Operator("learngene.pool", "1", PoolParams, _pool,
-                  "distil a large model into a pool of small blocks that stitch into variable-sized models"))
+                  "distil a large model into a pool of small blocks that stitch into variable-sized models",
+                  default_role="teacher"))

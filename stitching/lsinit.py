@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import torch
 
-from zoo.families.stitched import StitchConfig
+from .format import StitchConfig
 
 
 def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

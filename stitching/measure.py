@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from zoo.cost import flop_counter
-from zoo.families.stitched import StitchConfig
+from .format import StitchConfig
 
 
 def part_params(family, model, config: dict) -> dict[str, object]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zoo.families.stitched import StitchConfig
+from .format import StitchConfig
 
 from .measure import pareto_front
 

@@ -11,8 +11,6 @@ from pydantic import Field
 
 from zoo.errors import ZooError
 from zoo.families import family_of
-from zoo.families.stitched import StitchConfig, network_config
-from zoo.families.stitched_net import StitchedNetwork
 from zoo.registry import Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput
 from zoo.tasks import get_task
@@ -20,8 +18,10 @@ from zoo.training import TrainParams, train_model
 
 from .configs import enumerate_configs, stitch_shapes
 from .distill import DistilledTask
+from .format import StitchConfig, network_config
 from .lsinit import init_stitches
 from .measure import config_flops, measure, pareto_front
+from .network import StitchedNetwork
 
 
 class SNNetParams(OperatorParams):
@@ -189,4 +189,5 @@ def net_shapes(net: StitchedNetwork) -> dict[str, tuple[int, int]]:
 
 
 register(Operator("stitch.snnet", "1", SNNetParams, _snnet,
-                  "stitch a family of pretrained models into one network of many sizes (SN-Net / SN-Netv2)"))
+                  "stitch a family of pretrained models into one network of many sizes (SN-Net / SN-Netv2)",
+                  default_role="anchor"))

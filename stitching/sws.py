@@ -206,9 +206,11 @@ def _expand(call: OperatorCall) -> OperatorOutput:
 
 
 register(Operator("learngene.sws", "1", SWSParams, _sws,
-                  "distil a stage-wise weight-shared ViT from a teacher; keep one layer per stage (SWS learngene)"))
+                  "distil a stage-wise weight-shared ViT from a teacher; keep one layer per stage (SWS learngene)",
+                  default_role="teacher"))
 register(Operator("learngene.expand", "1", ExpandGeneParams, _expand,
-                  "initialise a ViT of any depth by repeating each learngene stage's layer (SWS)"))
+                  "initialise a ViT of any depth by repeating each learngene stage's layer (SWS)",
+                  default_role="teacher"))
 
 
 # ----- Python API ---------------------------------------------------------------------------

@@ -20,9 +20,7 @@ from typing import Callable
 from .card import hub_id, model_card, read_card_recipe
 from .catalog import Catalog, ModelEntry, Parent
 from .errors import ZooError
-
-
-HF_FAMILIES = {"llama", "gpt2", "bert", "vit"}  # model types transformers loads as they are
+from .families import hub_library
 
 
 @dataclass
@@ -100,7 +98,7 @@ def card_for(catalog: Catalog, ref: str | int) -> str:
         except ZooError:
             relation = None
     relation = relation or ("finetune" if parents and len(parents) == 1 else "merge" if len(parents) > 1 else None)
-    library = {"timm_vit": "timm"}.get(info.get("family"), "transformers" if info.get("family") in HF_FAMILIES else None)
+    library = hub_library(info.get("family"))
     return model_card(info["name"], operator, run.get("params") or {}, parents, relation, library=library)
 
 

@@ -12,29 +12,11 @@ from pydantic import Field
 from .catalog import Catalog, Parent
 from .checkpoint import WEIGHT_INDEXES
 from .errors import ZooError
-from .families import family_of, get_family
+from .families import family_of, get_family, preset
 from .registry import Operator, OperatorParams, register
 from .runner import OperatorCall, OperatorOutput, RunResult, run_operator
 from .tasks import get_task
 from .tasks.base import device_of
-
-# Small shapes for demos and tests: ViT-Ti/S/B proportions (3/6/12 heads of 8) on 8x8
-# digits, and byte-level language models.
-PRESETS: dict[str, dict[str, Any]] = {
-    "vit-ti": dict(family="vit", hidden_size=24, num_hidden_layers=4, num_attention_heads=3, intermediate_size=96,
-                   image_size=8, patch_size=2, num_channels=1, num_labels=10),
-    "vit-s": dict(family="vit", hidden_size=48, num_hidden_layers=4, num_attention_heads=6, intermediate_size=192,
-                  image_size=8, patch_size=2, num_channels=1, num_labels=10),
-    "vit-b": dict(family="vit", hidden_size=96, num_hidden_layers=4, num_attention_heads=12, intermediate_size=384,
-                  image_size=8, patch_size=2, num_channels=1, num_labels=10),
-    "gpt2-tiny": dict(family="gpt2", n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=128,
-                      bos_token_id=0, eos_token_id=0),
-    "llama-tiny": dict(family="llama", hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, vocab_size=256, max_position_embeddings=128,
-                       tie_word_embeddings=False),
-    "bert-tiny": dict(family="bert", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=128, vocab_size=256, max_position_embeddings=128),
-}
 
 
 class InitParams(OperatorParams):
@@ -74,18 +56,9 @@ class TrainParams(OperatorParams):
 
 
 def lr_schedule(p: TrainParams) -> Callable[[int], float]:
-    import math
+    from .schedules import get_schedule
 
-    if p.schedule == "constant":
-        return lambda s: p.lr * min(1.0, (s + 1) / p.warmup_steps) if p.warmup_steps else p.lr
-    if p.schedule == "cosine":
-        return lambda s: p.lr * (min(1.0, (s + 1) / p.warmup_steps) if s < p.warmup_steps else
-                                 0.5 * (1 + math.cos(math.pi * (s - p.warmup_steps) / max(1, p.steps - p.warmup_steps))))
-    if p.schedule == "lemon":
-        from importlib import import_module
-
-        return import_module("generators.lemon").schedule(p.steps, p.lr, warmup_steps=p.warmup_steps)
-    raise ZooError(f"unknown schedule {p.schedule!r} (constant, cosine, lemon)")
+    return get_schedule(p.schedule, p.steps, p.lr, p.warmup_steps)
 
 
 def train_model(model, task, config: dict, p: TrainParams, progress=None,
@@ -157,14 +130,14 @@ def _train(call: OperatorCall) -> OperatorOutput:
 
 register(Operator("init.random", "1", InitParams, _init, "a new, randomly initialised model of a family"))
 register(Operator("train.finetune", "1", TrainParams, _train, "brief training on a task (AdamW, under accelerate)",
-                  relation="finetune"))
+                  relation="finetune", default_role="base"))
 
 
 def new_model(catalog: Catalog, preset_or_family: str, name: str | None = None, seed: int = 0,
               **overrides: Any) -> RunResult:
-    """A random-init model from a preset (vit-ti, gpt2-tiny, ...) or a family + config fields."""
-    if preset_or_family in PRESETS:
-        cfg = dict(PRESETS[preset_or_family])
+    """A random-init model from a family's preset (vit-ti, gpt2-tiny, ...) or a family + config fields."""
+    cfg = preset(preset_or_family)
+    if cfg is not None:
         family = cfg.pop("family")
     else:
         family, cfg = preset_or_family, {}

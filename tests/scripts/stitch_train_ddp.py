@@ -21,9 +21,8 @@ def main(out: Path) -> None:
     from stitching.configs import snnet_v1
     from stitching.lsinit import init_stitches
     from stitching.snnet import SNNetParams, build_network, train_network
-    from zoo.families import get_family
+    from zoo.families import PRESETS, get_family
     from zoo.tasks import get_task
-    from zoo.training import PRESETS
 
     fam, task = get_family("vit"), get_task("digits")
     anchors = []

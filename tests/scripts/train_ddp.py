@@ -22,9 +22,9 @@ def main(out: Path) -> None:
     from generators.wgen.generator import WeightGenerator
     from generators.wgen.layout import WeightLayout
     from stitching.learngene_pool import PoolDistiller, PoolObjective, aux_config
-    from zoo.families import get_family
+    from zoo.families import PRESETS, get_family
     from zoo.tasks import get_task
-    from zoo.training import PRESETS, TrainParams, train_model
+    from zoo.training import TrainParams, train_model
 
     fam, task = get_family("vit"), get_task("digits")
     cfg = {k: v for k, v in PRESETS["vit-ti"].items() if k != "family"}

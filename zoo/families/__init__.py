@@ -1,47 +1,60 @@
-"""Architecture families: detection from config.json (or timm tensor names) and the
-adapter that knows each family's layout. `family_of(ckpt)` is the entry point."""
+"""Architecture families: every fact about an architecture lives on its `Family`, found
+through one registry (`registry.py`) that operator packages extend.
+
+Adding a family is one file: a `Family` subclass, registered with `register_family(...)` -
+by the line below for the core's own, at import for an operator package's (from a module its
+plugin lists under `families`: stitched networks in `stitching`, the population MLP in
+`generators`).
+
+Importing this package is light (no torch, no transformers): the catalog and the CLI's
+read-only commands use it. `family_of(ckpt)` is the entry point for operators.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from ..errors import ZooError
-from .base import Axis, Family, TensorRole, Widths
+from .base import GENERIC, Axis, Family, TensorRole, Widths
 from .bert import BertFamily
 from .gpt2 import GPT2Family
 from .llama import LlamaFamily
-from .mlp import MLPFamily
-from .stitched import StitchedFamily
+from .registry import FAMILIES, PRESETS, detect, families, get_family, preset, presets, register_family, supported
 from .vit import TimmViTFamily, ViTFamily
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (LlamaFamily(), GPT2Family(), BertFamily(), ViTFamily(), TimmViTFamily(),
-                                                    StitchedFamily(), MLPFamily())}
-
-
-def supported() -> str:
-    return ", ".join(f"{name} ({', '.join(f.architectures)})" for name, f in FAMILIES.items())
-
-
-def detect(config: dict | None, names: list[str]) -> Family | None:
-    for fam in FAMILIES.values():
-        if fam.matches(config, names):
-            return fam
-    return None
+for _family in (LlamaFamily(), GPT2Family(), BertFamily(), ViTFamily(), TimmViTFamily()):  # in detection order
+    register_family(_family)
 
 
 def family_of(ckpt: "Checkpoint") -> tuple[Family, dict]:
-    """(adapter, config) for a checkpoint; timm checkpoints get a synthesised config.
-    Unknown architectures: one line naming what is supported."""
-    config = ckpt.config
-    fam = detect(config, ckpt.names())
+    """(adapter, config) for a checkpoint; families whose files carry no config (timm)
+    synthesise one. Unknown architectures: one line naming what is supported."""
+    fam = detect(ckpt.config, ckpt.names())
     if fam is None:
-        kind = (config or {}).get("model_type") or "unknown (no config.json)"
+        kind = (ckpt.config or {}).get("model_type") or "unknown (no config.json)"
         raise ZooError(f"{ckpt.path}: architecture {kind} is not supported; supported families: {supported()}")
-    if config is None or config.get("model_type") is None:
-        config = TimmViTFamily.config_from_shapes({n: ckpt.info(n).shape for n in ckpt.names()})
-    return fam, config
+    return fam, fam.checkpoint_config(ckpt)
+
+
+def catalog_label(config: dict | None, names: list[str]) -> tuple[str | None, str | None]:
+    """(family, architecture) for a catalog row, cheaply: the config's model_type and first
+    architecture as they are (known family or not), else the family that recognises the
+    tensor names (timm files carry no config); (None, None) when nothing is known."""
+    if config:
+        archs = config.get("architectures") or []
+        family, arch = config.get("model_type"), (archs[0] if archs else None)
+        if family or arch:
+            return family, arch
+    fam = detect(None, names)
+    return (fam.name, fam.architectures[0]) if fam else (None, None)
+
+
+def hub_library(family: str | None) -> str | None:
+    """The library that loads a family's checkpoints as stored (a Hub card's `library_name`)."""
+    fam = FAMILIES.get(family) if family else None
+    return fam.library if fam else None
 
 
 def widths_summary(config: dict | None) -> dict | None:
@@ -56,12 +69,34 @@ def widths_summary(config: dict | None) -> dict | None:
     return {**vars(w), "family": fam.name, "norm": fam.norm}
 
 
-def get_family(name: str) -> Family:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ZooError(f"unknown family {name!r}; supported: {supported()}") from None
+# The config fields that tell a model's size, in display order; the TUI's details show the
+# ones marked detail-only too.
+SUMMARY_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+                "vocab_size", "n_embd", "n_layer", "n_head", "image_size", "patch_size", "num_labels")
+DETAIL_ONLY_KEYS = frozenset({"num_key_value_heads", "num_labels"})
 
 
-__all__ = ["Axis", "FAMILIES", "Family", "TensorRole", "Widths", "detect", "family_of", "get_family", "supported",
-           "widths_summary"]
+def config_summary(config: dict | None, detailed: bool = False) -> dict:
+    """The size fields of a config present in it: `zoo show`'s, or with `detailed` the TUI's."""
+    cfg = config or {}
+    return {k: cfg[k] for k in SUMMARY_KEYS if k in cfg and (detailed or k not in DETAIL_ONLY_KEYS)}
+
+
+def layer_index(name: str, family: Family | None = None) -> int | None:
+    """The layer a tensor belongs to, by its family's naming or the generic one."""
+    return (family or GENERIC).layer_of(name)
+
+
+def num_layers(config: dict | None, names: list[str], family: Family | None = None) -> int:
+    """Depth of the layer stack (config field, else layer indices in the names, else 1)."""
+    return (family or GENERIC).num_layers(config, names)
+
+
+def is_token_embedding(name: str, family: Family | None = None) -> bool:
+    """Whether a tensor is a token-embedding matrix, by its family's naming or the generic one."""
+    return (family or GENERIC).is_token_embedding(name)
+
+
+__all__ = ["Axis", "FAMILIES", "GENERIC", "PRESETS", "SUMMARY_KEYS", "Family", "TensorRole", "Widths", "catalog_label",
+           "config_summary", "detect", "families", "family_of", "get_family", "hub_library", "is_token_embedding",
+           "layer_index", "num_layers", "preset", "presets", "register_family", "supported", "widths_summary"]

@@ -1,16 +1,18 @@
 """What a family adapter knows about one architecture: which tensor plays which role
-(axis by axis), its widths and depth, its norm placement, how to rewrite its config for new
-sizes, and how to build the model for a forward pass.
+(axis by axis), the layer a tensor belongs to, its widths and depth, its embeddings and tied
+heads, its norm placement, presets, how to rewrite its config for new sizes, and how to build
+the model for a forward pass.
 
-Operators that change shapes (expansion, stitching, generation) talk to these adapters,
-never to raw tensor names.
+Operators talk to these adapters, never to raw tensor names. The base class's defaults are
+the generic conventions, so `GENERIC` (a bare `Family`) answers the name-level questions
+(layer index, depth, token embeddings) for architectures that have no family.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ZooError
 
@@ -19,6 +21,14 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ..checkpoint import Checkpoint
+
+
+# The layer stack in the usual namings: model.layers.3., encoder.layer.3., transformer.h.3.,
+# blocks.3. (timm), ...; group 1 is the layer index.
+LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
+# Token-embedding matrices (rows are tokens) in the usual namings, gpt-neox and Meta's included.
+TOKEN_EMBEDDINGS = ("embed_tokens", "wte.", "word_embeddings", "tok_embeddings", "embed_in")
+DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
 
 class Axis(str, Enum):
@@ -70,7 +80,15 @@ class Family:
     eps_default: float = 1e-5
     config_class: str = ""  # the transformers config class
     architectures: tuple[str, ...] = ()  # the first is the default
-    _layer_re: re.Pattern = re.compile(r"")
+    headless: tuple[str, ...] = ()  # architectures without a head (base models, classifiers with their own)
+    library: str | None = None  # the library that loads it as stored (the Hub card's `library_name`)
+    free_head_dim: bool = False  # head_dim is its own config field (hidden need not be heads x head_dim)
+    masked_encoder: bool = False  # a masked-language encoder: no next-token prediction
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}  # small named configs (`zoo new vit-ti`)
+    tied_head_names: ClassVar[dict[str, tuple[str, ...]]] = {}  # head tensor -> embeddings it may be tied to
+    token_embeddings: tuple[str, ...] = TOKEN_EMBEDDINGS  # substrings naming token-embedding matrices
+    depth_keys: tuple[str, ...] = DEPTH_KEYS  # config fields holding the depth, first found wins
+    _layer_re: re.Pattern = LAYER_RE
 
     # --- detection and facts -------------------------------------------------------------
     @classmethod
@@ -106,8 +124,36 @@ class Family:
         return TensorRole(r.axes, int(m.group(1)), r.block_output, r.kind or name[m.end():]) if r else None
 
     def layer_of(self, name: str) -> int | None:
+        """The index of the layer a tensor belongs to, None outside the layer stack."""
         m = self._layer_re.search(name)
         return int(m.group(1)) if m else None
+
+    def num_layers(self, config: dict | None, names: list[str]) -> int:
+        """Depth of the layer stack: the config's depth field, else one more than the highest
+        layer index among the tensor names (1 when there is none)."""
+        for key in self.depth_keys:
+            if config and isinstance(config.get(key), int):
+                return config[key]
+        found = [i for i in map(self.layer_of, names) if i is not None]
+        return max(found) + 1 if found else 1
+
+    def is_token_embedding(self, name: str) -> bool:
+        """Whether a tensor is a token-embedding matrix (one row per token)."""
+        return any(key in name for key in self.token_embeddings)
+
+    def tied_heads(self, config: dict, names: list[str]) -> dict[str, str]:
+        """The head tensors this model ties to an embedding and the file leaves out:
+        head -> the embedding it copies (empty for headless architectures or untied configs)."""
+        arch = (config.get("architectures") or [""])[0]
+        if arch in self.headless or not config.get("tie_word_embeddings", True):
+            return {}
+        present = set(names)
+        out = {}
+        for head, embeds in self.tied_head_names.items():
+            emb = next((e for e in embeds if e in present), None)
+            if head not in present and emb:
+                out[head] = emb
+        return out
 
     def rename_layer(self, name: str, index: int) -> str:
         m = self._layer_re.search(name)
@@ -116,6 +162,11 @@ class Family:
         return name[: m.start(1)] + str(index) + name[m.end(1):]
 
     # --- configs -------------------------------------------------------------------------
+    def checkpoint_config(self, ckpt: "Checkpoint") -> dict:
+        """The config a checkpoint runs with: its config.json (families whose files carry
+        none, like timm's, synthesise one)."""
+        return ckpt.config or {}
+
     def resized_config(self, config: dict, w: Widths, eps_scale: float = 1.0) -> dict:
         """The config for new sizes (transformers' usual key names; families differ override)."""
         out = dict(config)
@@ -192,3 +243,6 @@ class Family:
         """The tensor that defines the model's function (logits, or last hidden state)."""
         out = model(**inputs)
         return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+
+
+GENERIC = Family()  # the generic conventions, for architectures without a family

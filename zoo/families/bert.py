@@ -15,6 +15,13 @@ class BertFamily(Family):
     eps_default = 1e-12
     config_class = "BertConfig"
     architectures = ("BertModel", "BertForSequenceClassification", "BertForMaskedLM")
+    headless = ("BertModel", "BertForSequenceClassification")
+    library = "transformers"
+    masked_encoder = True
+    token_embeddings = ("word_embeddings",)
+    tied_head_names = {"cls.predictions.decoder.weight": ("bert.embeddings.word_embeddings.weight",)}
+    presets = {"bert-tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                                 vocab_size=256, max_position_embeddings=128)}
     _layer_re = re.compile(r"layer\.(\d+)\.")
 
     _ROLES = {
@@ -55,10 +62,6 @@ class BertFamily(Family):
         if name.endswith(("classifier.bias", "predictions.bias", "predictions.decoder.bias")):
             return TensorRole((A.KEEP,), kind="head")
         return None
-
-    def _tied(self, name: str, config: dict) -> bool:
-        return name.endswith("predictions.decoder.weight") and config.get("tie_word_embeddings", True) or \
-            name.endswith(("predictions.decoder.bias", "position_ids"))
 
     def example_inputs(self, config: dict, batch: int, generator):
         import torch

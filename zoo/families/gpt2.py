@@ -14,6 +14,12 @@ class GPT2Family(Family):
     eps_key = "layer_norm_epsilon"
     config_class = "GPT2Config"
     architectures = ("GPT2LMHeadModel", "GPT2Model")
+    headless = ("GPT2Model",)
+    library = "transformers"
+    token_embeddings = ("wte.",)
+    tied_head_names = {"lm_head.weight": ("transformer.wte.weight",)}
+    presets = {"gpt2-tiny": dict(n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=128, bos_token_id=0,
+                                 eos_token_id=0)}
     _layer_re = re.compile(r"(?:^|\.)h\.(\d+)\.")
 
     _ROLES = {

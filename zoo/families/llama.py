@@ -15,6 +15,14 @@ class LlamaFamily(Family):
     eps_default = 1e-6
     config_class = "LlamaConfig"
     architectures = ("LlamaForCausalLM", "LlamaModel")
+    headless = ("LlamaModel",)
+    library = "transformers"
+    free_head_dim = True
+    token_embeddings = ("embed_tokens",)
+    tied_head_names = {"lm_head.weight": ("model.embed_tokens.weight",)}
+    presets = {"llama-tiny": dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, vocab_size=256, max_position_embeddings=128,
+                                  tie_word_embeddings=False)}
     _layer_re = re.compile(r"layers\.(\d+)\.")
 
     _ROLES = {

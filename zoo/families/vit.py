@@ -62,6 +62,11 @@ class ViTFamily(Family):
     eps_default = 1e-12
     config_class = "ViTConfig"
     architectures = ("ViTForImageClassification", "ViTModel")
+    library = "transformers"
+    # ViT-Ti/S/B proportions (3/6/12 heads of 8) on 8x8 single-channel digits
+    presets = {name: dict(hidden_size=8 * heads, num_hidden_layers=4, num_attention_heads=heads,
+                          intermediate_size=32 * heads, image_size=8, patch_size=2, num_channels=1, num_labels=10)
+               for name, heads in (("vit-ti", 3), ("vit-s", 6), ("vit-b", 12))}
     _layer_re = re.compile(r"(?:layers|layer)\.(\d+)\.")
 
     def role(self, name: str, config: dict) -> TensorRole | None:
@@ -105,6 +110,8 @@ class TimmViTFamily(ViTFamily):
 
     name = "timm_vit"
     architectures = ("VisionTransformer",)
+    library = "timm"
+    presets = {}
     _layer_re = re.compile(r"blocks\.(\d+)\.")
     _LAYER = {
         "norm1.weight": TensorRole((A.NORM,), kind="norm"), "norm1.bias": TensorRole((A.NORM,), kind="norm"),
@@ -156,14 +163,19 @@ class TimmViTFamily(ViTFamily):
             "qkv_bias": "blocks.0.attn.qkv.bias" in shapes, "num_labels": shapes.get("head.weight", (0,))[0],
         }
 
+    def checkpoint_config(self, ckpt):
+        """timm files carry no config.json: a transformers ViT config from the shapes."""
+        if ckpt.config and ckpt.config.get("model_type"):
+            return ckpt.config
+        return self.config_from_shapes({n: ckpt.info(n).shape for n in ckpt.names()})
+
     def build(self, config: dict):
         hf = {k: v for k, v in config.items() if k not in ("model_type", "architectures")}
         return ViTFamily().build({**hf, "architectures": ["ViTForImageClassification"]})
 
     def load(self, ckpt):
         """timm weights renamed (and qkv split) into the equivalent transformers ViT."""
-        config = ckpt.config if ckpt.config and ckpt.config.get("model_type") else \
-            self.config_from_shapes({n: ckpt.info(n).shape for n in ckpt.names()})
+        config = self.checkpoint_config(ckpt)
         model = self.build(config)
         model.load_state_dict(self.to_module_names({n: ckpt.get(n) for n in ckpt.names()}, config), strict=True)
         return model.eval()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..errors import ZooError
 from ..textdata import python_source_bytes
-from . import register_task
+from .registry import register_task
 from .base import Task, device_of
 
 TRAIN_PACKAGES = ["json", "csv", "argparse", "collections", "email", "logging", "http", "asyncio"]
@@ -41,8 +41,9 @@ class PyText(Task):
         super().check(family, config)
         if config.get("vocab_size", 0) < 256:
             raise ZooError(f"pytext is byte-level: the model needs vocab_size >= 256 (has {config.get('vocab_size')})")
-        if family.name == "bert":
-            raise ZooError("pytext is next-token prediction; bert is a masked encoder (register an MLM task instead)")
+        if family.masked_encoder:
+            raise ZooError(f"pytext is next-token prediction; {family.name} is a masked encoder "
+                           f"(register an MLM task instead)")
 
     def train_batches(self, config: dict, batch_size: int, generator: torch.Generator) -> Iterator[dict[str, Any]]:
         tokens = _tokens("train")

@@ -1,4 +1,4 @@
-"""The torch side of stitched networks (see `stitched.py` for the format): the stitching
+"""The torch side of stitched networks (see `format.py` for the format): the stitching
 layer and the network that runs one configuration at a time."""
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import ZooError
-from .base import Family
-from .stitched import StitchConfig
+from zoo.errors import ZooError
+from zoo.families import Family
+
+from .format import StitchConfig
 
 
 class StitchLayer(nn.Module):

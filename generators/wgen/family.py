@@ -6,8 +6,9 @@ config: {"model_type": "zoo_mlp", "architectures": ["ZooMLP"], "layer_sizes": [6
 tensors: layers.{i}.weight [layer_sizes[i+1], layer_sizes[i]] and layers.{i}.bias, one
 nn.Linear per consecutive pair of sizes; ReLU between layers, none after the last.
 
-torch is imported only when a model is built (`zoo.families` is imported by light commands);
-`ZooMLP` and `MLPOutput` are made on first use and reachable as attributes of this module.
+Registered when the generators plugin's families are loaded. torch is imported only when a
+model is built (families are loaded by light commands); `ZooMLP` and `MLPOutput` are made on
+first use and reachable as attributes of this module.
 """
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ZooError
-from .base import Axis, Family, TensorRole
+from zoo.errors import ZooError
+from zoo.families import Axis, Family, TensorRole, register_family
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..checkpoint import Checkpoint
+    from zoo.checkpoint import Checkpoint
 
 MODEL_TYPE = "zoo_mlp"
 DEFAULT_LAYER_SIZES = (64, 32, 10)
@@ -119,3 +120,6 @@ class MLPFamily(Family):
 
         size, ch = config.get("image_size", 8), config.get("num_channels", 1)
         return {"pixel_values": torch.randn(batch, ch, size, size, generator=generator)}
+
+
+register_family(MLPFamily())

@@ -1,7 +1,5 @@
-"""Stitched networks: blocks of several models of one family run as one chain, joined by
-linear stitching layers (SN-Net and its descendants). This module is the model
-definition only - what a stitched checkpoint is and how it runs - so that the catalog,
-`zoo eval` and exported stitches work without the `stitching` operator package.
+"""What a stitched checkpoint is, as data (no torch): its configurations (routes through
+the anchors' blocks) and its config.json.
 
 A stitched checkpoint holds the anchors' tensors as `anchors.{i}.{name}`, the stitching
 layers as `stitches.{key}.weight|bias`, and its `config.json` carries the first anchor's
@@ -12,15 +10,9 @@ the family, each anchor's config, the stitching layers' shapes and the configura
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import ZooError
-from .base import Axis, Family, TensorRole
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from ..checkpoint import Checkpoint
+from zoo.families import Family
 
 MODEL_TYPE = "stitched"
 
@@ -76,53 +68,3 @@ def network_config(family: Family, anchor_configs: list[dict], stitch_shapes: di
 
 def parse_configs(config: dict) -> list[StitchConfig]:
     return [StitchConfig.from_json(c) for c in config["stitched"]["configs"]]
-
-
-class StitchedFamily(Family):
-    name = MODEL_TYPE
-    architectures = ("StitchedNetwork",)
-
-    def _inner(self, config: dict) -> Family:
-        from . import get_family
-
-        return get_family(config["stitched"]["family"])
-
-    def modality_for(self, config: dict) -> str:
-        return self._inner(config).modality
-
-    def widths(self, config: dict):
-        raise KeyError("stitched networks have one width per anchor")
-
-    def role(self, name: str, config: dict) -> TensorRole | None:
-        if name.startswith("stitches."):
-            return TensorRole((Axis.KEEP,) * (2 if name.endswith("weight") else 1), kind="stitch")
-        if name.startswith("anchors."):
-            _, i, rest = name.split(".", 2)
-            return self._inner(config).role(rest, config["stitched"]["anchors"][int(i)])
-        return None
-
-    def build(self, config: dict) -> "nn.Module":
-        st = config["stitched"]
-        inner = self._inner(config)
-        anchors = [inner.build(c) for c in st["anchors"]]
-        from .stitched_net import StitchedNetwork
-
-        net = StitchedNetwork(inner, anchors, {k: tuple(v) for k, v in st["stitches"].items()}, parse_configs(config))
-        return net.select(st["selected"]).eval()
-
-    def load(self, ckpt: "Checkpoint") -> "nn.Module":
-        net = self.build(ckpt.config)
-        state = {n: ckpt.get(n) for n in ckpt.names()}
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        tied = {n for n in missing if n.endswith("lm_head.weight")}  # tied to embeddings, not stored
-        if set(missing) - tied or unexpected:
-            bad = sorted(set(missing) - tied) or sorted(unexpected)
-            raise ZooError(f"{ckpt.path}: stitched checkpoint does not match its config ({bad[0]!r}, "
-                           f"{len(bad)} tensor(s) {'missing' if set(missing) - tied else 'unexpected'})")
-        return net.eval()
-
-    def example_inputs(self, config: dict, batch: int, generator):
-        return self._inner(config).example_inputs(config, batch, generator)
-
-    def outputs(self, model, inputs):
-        return model(**inputs).logits
