@@ -14,14 +14,14 @@ import torch
 from zoo.errors import ZooError
 
 from .job import TensorJob, in_memory
-from .methods import get_method
+from .methods import STREAMING, get_method
 from .settings import resolve
 
 
 def apply(method_name: str, base: torch.Tensor | None, models: Sequence[torch.Tensor], *, name: str = "tensor",
           seed: int = 0, dtype: torch.dtype = torch.float32, chunk_elements: int | None = None,
           **params: Any) -> torch.Tensor:
-    method = get_method(method_name)
+    method = get_method(method_name, STREAMING)
     if method.needs_base and base is None:
         raise ZooError(f"{method.name} needs a base tensor")
     ref = base if base is not None else models[0]

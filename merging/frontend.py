@@ -1,5 +1,6 @@
-"""`zoo merge`: from a mergekit YAML file or from flags to a registered merged model; the
-evaluation-driven methods (greedy_soup, lambda_search, atlas) take their settings from --set."""
+"""`zoo merge`: from a mergekit YAML file or from flags to a registered merged model. The
+method is looked up in the table (merging.methods): a streaming one takes per-model
+weights and settings, an evaluation-driven one its inputs and its settings from --set."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -7,12 +8,11 @@ from typing import Any, Sequence
 from zoo.catalog import Catalog
 from zoo.console import parse_assignments
 from zoo.errors import ZooError
+from zoo.runner import run_operator
 
 from . import mergekit_config
-from .methods import get_method
-from .operator import resolve_input, run_merge
-
-EVALUATED = ("greedy_soup", "lambda_search", "atlas")  # search-based: `merge.<name>` operators of their own
+from .api import evaluated_parents, run_merge, search_report
+from .methods import EVALUATED, STREAMING, get_method, kind_of
 
 
 def parse_sets(sets: Sequence[str]) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def merge_command(catalog: Catalog, config: str | None, method: str | None, base
                   models: Sequence[str], weights: Sequence[float], sets: Sequence[str], *, dtype: str | None,
                   out_dtype: str | None, out: str | None, device: str, seed: int, workers: int, reuse: bool,
                   tags: Sequence[str], progress_factory) -> Any:
-    if method and method.replace("-", "_") in EVALUATED:
+    if method and kind_of(method.replace("-", "_")) == EVALUATED:
         if config or weights or dtype or out_dtype:
             raise ZooError(f"{method}: give the models with --model (and --base) and its settings with --set "
                            "(e.g. task=digits); it writes the inputs' dtype")
@@ -45,7 +45,7 @@ def merge_command(catalog: Catalog, config: str | None, method: str | None, base
             raise ZooError(f"{len(weights)} --weight values for {len(models)} --model inputs (give one per model)")
         items = [(m, {"weight": w} if weights else {}) for m, w in zip(models, weights or [None] * len(models))]
         parameters = parse_sets(sets)
-    merge_method = get_method(method)
+    merge_method = get_method(method, STREAMING)
     if not items:
         raise ZooError(f"{merge_method.name}: no models to merge")
     with progress_factory("merging") as advance:
@@ -54,27 +54,22 @@ def merge_command(catalog: Catalog, config: str | None, method: str | None, base
                          progress=advance, seed=seed)
 
 
-def _evaluated(catalog: Catalog, method: str, base: str | None, models: Sequence[str], params: dict, *, out, device,
+def _evaluated(catalog: Catalog, name: str, base: str | None, models: Sequence[str], params: dict, *, out, device,
                reuse, tags, progress_factory) -> Any:
-    from zoo.catalog import Parent
-    from zoo.runner import run_operator
-
+    method = get_method(name)
     if not models:
-        raise ZooError(f"{method}: no models (give --model for each candidate / fine-tune)")
-    if method == "greedy_soup" and base:
-        raise ZooError("greedy_soup averages its --model inputs and takes no --base")
-    if method != "greedy_soup" and not base:
-        raise ZooError(f"{method} needs the pretrained model as --base")
-    parents = ([Parent(resolve_input(catalog, base), "base")] if base else []) + [
-        Parent(resolve_input(catalog, m), "input") for m in models]
-    with progress_factory(method.replace("_", " ")) as advance:
-        return run_operator(catalog, f"merge.{method}", parents, params, out, tags=tags, reuse=reuse,
-                            progress=advance, options={"device": device})
+        raise ZooError(f"{name}: no models (give --model for each candidate / fine-tune)")
+    if base and not method.needs_base:
+        raise ZooError(f"{name} merges its --model inputs and takes no --base")
+    if method.needs_base and not base:
+        raise ZooError(f"{name} needs the pretrained model as --base")
+    with progress_factory(name.replace("_", " ")) as advance:
+        return run_operator(catalog, f"merge.{name}", evaluated_parents(catalog, base, models), params, out,
+                            tags=tags, reuse=reuse, progress=advance, options={"device": device})
 
 
 def search_summary(catalog: Catalog, entry) -> str:
     """What an evaluation-driven merge chose, in one line ('' for other merges)."""
-    from .evaluated import summary
-
-    run = catalog.producing_run(entry)
-    return summary(((run.timings or {}).get("notes") or {}).get("evaluated_merge") or {}) if run else ""
+    report = search_report(catalog, entry)
+    name = report.get("method")
+    return get_method(name).describe(report) if kind_of(name) == EVALUATED else ""

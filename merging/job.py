@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from zoo.families import Family
 
 # Elements per chunk: 512K float32 = 2 MB per input slice, so the several passes a method
 # makes over a chunk run mostly from cache (3x faster than 16 MB chunks here; 256K was
@@ -18,6 +21,8 @@ GPU_CHUNK_ELEMENTS = 16 * 1024 * 1024
 
 # (start, count) -> a fresh flat tensor (methods may modify it in place), any dtype
 Source = Callable[[int, int], torch.Tensor]
+# what a streaming method calls with each merged chunk: (start element, flat merged chunk)
+Emit = Callable[[int, torch.Tensor], None]
 
 
 @dataclass
@@ -32,6 +37,7 @@ class TensorJob:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32  # math precision
     chunk_elements: int | None = None  # default: CHUNK_ELEMENTS on the CPU, GPU_CHUNK_ELEMENTS on a GPU
+    family: "Family | None" = None  # the models' family (tensor naming), None: generic conventions
 
     @property
     def numel(self) -> int:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from zoo.errors import ZooError
 
-from ..job import TensorJob
-from . import Emit, MergeMethod, register
+from ..job import Emit, TensorJob
+from . import MergeMethod, register
 
 
 def run(job: TensorJob, emit: Emit) -> None:
@@ -22,7 +22,7 @@ def run(job: TensorJob, emit: Emit) -> None:
 
 
 register(MergeMethod(
-    "linear", run, needs_base=False, min_models=1,
+    "linear", run=run, needs_base=False, min_models=1,
     model_params={"weight": 1.0}, shared_params={"normalize": True},
     summary="weighted average of the models (uniform soup with default weights)",
     reference="https://arxiv.org/abs/2203.05482",

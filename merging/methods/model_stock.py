@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..job import TensorJob
-from . import Emit, MergeMethod, register
+from ..job import Emit, TensorJob
+from . import MergeMethod, register
 
 
 def interpolation_ratio(norms_sq: torch.Tensor, dots: torch.Tensor) -> torch.Tensor:
@@ -56,7 +56,7 @@ def run(job: TensorJob, emit: Emit) -> None:
 
 
 register(MergeMethod(
-    "model_stock", run, needs_base=True, min_models=2,
+    "model_stock", run=run, needs_base=True, min_models=2,
     shared_params={"filter_wise": False},
     summary="base-to-average interpolation with the ratio from the fine-tunes' angle",
     reference="https://arxiv.org/abs/2403.19522",

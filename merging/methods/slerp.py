@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 
-from ..job import TensorJob
+from ..job import Emit, TensorJob
 from ..settings import REQUIRED
-from . import Emit, MergeMethod, register
+from . import MergeMethod, register
 
 DOT_THRESHOLD = 0.9995  # nearly collinear: interpolate linearly instead
 EPS = 1e-8
@@ -39,7 +39,7 @@ def run(job: TensorJob, emit: Emit) -> None:
 
 
 register(MergeMethod(
-    "slerp", run, needs_base=True, min_models=1, max_models=1,
+    "slerp", run=run, needs_base=True, min_models=1, max_models=1,
     shared_params={"t": REQUIRED},
     summary="spherical interpolation from the base (t=0) to the other model (t=1)",
     reference="https://en.wikipedia.org/wiki/Slerp",

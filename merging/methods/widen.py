@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from ..job import TensorJob
-from . import Emit, MergeMethod, register
+from zoo.families import is_token_embedding
 
-EMBEDDING_NAMES = ("embed_tokens", "wte.", "word_embeddings", "tok_embeddings", "embed_in")
-
-
-def is_token_embedding(name: str, ndim: int) -> bool:
-    return ndim == 2 and any(key in name for key in EMBEDDING_NAMES)
+from ..job import Emit, TensorJob
+from . import MergeMethod, register
 
 
 def within_model_rank(diff: torch.Tensor) -> torch.Tensor:
@@ -89,7 +85,7 @@ def run(job: TensorJob, emit: Emit) -> None:
         scores = importance(diff, ratio, calibration)
         emit(start, _combine(base, models, list(scores)))
         return
-    transposed = is_token_embedding(job.name, len(job.shape))
+    transposed = len(job.shape) == 2 and is_token_embedding(job.name, job.family)
     weights = column_weights(*_column_stats(job, transposed), ratio, calibration)  # (models, columns)
     for start, count in job.chunks():
         base = job.base_chunk(start, count).reshape(-1, job.row)
@@ -103,7 +99,7 @@ def run(job: TensorJob, emit: Emit) -> None:
 
 
 register(MergeMethod(
-    "widen", run, needs_base=True, min_models=1,
+    "widen", run=run, needs_base=True, min_models=1,
     shared_params={"above_average_value_ratio": 1.0, "score_calibration_value": 1.0},
     summary="weight disentanglement: per-column magnitude and direction scores (merges fine-tuned and pre-trained)",
     reference="https://arxiv.org/abs/2408.03092",

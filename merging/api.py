@@ -1,4 +1,8 @@
-"""Merge methods as catalog operators (`merge.<method>`), and the Python API `merge()`."""
+"""The Python API: `merge()` and `run_merge()` for streaming methods, `run_evaluated()` for
+the evaluation-driven ones (each has its own function: merging.greedy_soup, ...), and
+catalog references resolved to operator inputs. The operators themselves are registered
+by merging.operators and found through the registry.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,36 +11,10 @@ from typing import Any, Sequence
 from zoo.catalog import Catalog, Parent
 from zoo.checkpoint import Checkpoint
 from zoo.errors import NotFoundError, ZooError
-from zoo.registry import Operator, register
-from zoo.runner import OperatorCall, OperatorOutput, RunResult, run_operator
+from zoo.runner import RunResult, run_operator
 
-from .engine import merge_checkpoints
-from .methods import METHODS, MergeMethod, get_method
+from .methods import STREAMING, MergeMethod, get_method
 from .spec import MergeParams
-
-VERSION = "1"
-
-
-def _operator_fn(method: MergeMethod):
-    def fn(call: OperatorCall) -> OperatorOutput:
-        roles = [p.role for p, _ in call.inputs]
-        if roles.count("base") > 1:
-            raise ZooError(f"merge.{method.name}: more than one input has role 'base'")
-        base = call.checkpoint(roles.index("base")) if "base" in roles else None
-        models = [call.checkpoint(i) for i, r in enumerate(roles) if r != "base"]
-        writer, report = merge_checkpoints(
-            method, base, models, call.params, call.writer,
-            device=call.options.get("device", "cpu"), workers=call.options.get("workers", 2),
-            progress=call.progress,
-        )
-        notes = {k: v for k, v in vars(report).items() if v}
-        return OperatorOutput(writer.result, notes=notes or None)
-
-    return fn
-
-
-for _m in METHODS.values():
-    register(Operator(f"merge.{_m.name}", VERSION, MergeParams, _operator_fn(_m), _m.summary, relation="merge"))
 
 
 def resolve_input(catalog: Catalog, ref: str | int) -> str | int:
@@ -76,7 +54,7 @@ def run_merge(catalog: Catalog, method_name: str, base, models, *, parameters: d
               dtype: str | None = None, out_dtype: str | None = None, out: str | None = None,
               tags: Sequence[str] = (), reuse: bool = True, device: str = "cpu", workers: int = 2,
               progress=None, **extra: Any) -> RunResult:
-    method = get_method(method_name)
+    method = get_method(method_name, STREAMING)
     parents, per_model = build_inputs(catalog, method, base, models)
     has_model_params = any(per_model)
     params = {"parameters": dict(parameters or {}), "model_parameters": per_model if has_model_params else [],
@@ -106,7 +84,33 @@ def merge(method: str, base: str | int | None = None, models: Sequence = (), *, 
     extra = {k: parameters.pop(k) for k in list(parameters) if k in run_fields}
     result = run_merge(catalog, method, base, items, parameters=parameters, dtype=dtype, out_dtype=out_dtype,
                        out=out, tags=tags, reuse=reuse, device=device, **extra)
+    return _opened(catalog, result)
+
+
+def evaluated_parents(catalog: Catalog, base: str | int | None, models: Sequence[str | int]) -> list[Parent]:
+    """An evaluated merge's inputs: the base (role 'base') if given, then the candidates."""
+    if not models:
+        raise ZooError("no fine-tuned models given")
+    head = [Parent(resolve_input(catalog, base), "base")] if base is not None else []
+    return head + [Parent(resolve_input(catalog, r), "input") for r in models]
+
+
+def run_evaluated(catalog: Catalog, name: str, base: str | int | None, models: Sequence[str | int], params: dict,
+                  *, out: str | None, tags: Sequence[str], reuse: bool, device: str) -> tuple[Checkpoint, dict]:
+    """Run `merge.<name>`; (the output checkpoint, the search report kept with the run)."""
+    result = run_operator(catalog, f"merge.{name}", evaluated_parents(catalog, base, models), params, out, tags=tags,
+                          reuse=reuse, options={"device": device})
+    return _opened(catalog, result), search_report(catalog, result.entry)
+
+
+def search_report(catalog: Catalog, entry) -> dict:
+    """The report an evaluated merge kept with the run that made `entry` ({} for other runs)."""
+    run = catalog.producing_run(entry)
+    return (((run.timings or {}).get("notes") or {}).get("evaluated_merge") or {}) if run else {}
+
+
+def _opened(catalog: Catalog, result: RunResult) -> Checkpoint:
+    """The run's output, opened, with `.entry` (its catalog row) and `.reused` set."""
     ckpt = catalog.open(result.entry)
-    ckpt.entry = result.entry
-    ckpt.reused = result.reused
+    ckpt.entry, ckpt.reused = result.entry, result.reused
     return ckpt
