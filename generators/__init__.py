@@ -1,6 +1,4 @@
 """generators: operators that make new models - LEMON expansion (with the bert2bert and
-Net2Net baselines) and, in later issues, weight generation. Importing registers them."""
-from . import expand as _expand  # noqa: F401  (registers expand.*)
-from .wgen import operators as _wgen  # noqa: F401  (registers generate.*)
-
-__all__: list[str] = []
+Net2Net baselines) and weight generation (D2NWG, p-diff, populations to learn from).
+`generators.operators` registers them; the package's plugin (`generators.plugin`) tells
+the zoo where to find them."""

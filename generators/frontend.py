@@ -115,7 +115,8 @@ class PopulationRun:
 def population_command(catalog: Catalog, *, tasks, subsets: int, perms: int, task_seed: int, seeds: str, steps: int,
                        lr: float, batch_size: int, hidden: str, init_seed: int, prefix: str,
                        progress_factory) -> PopulationRun:
-    """`zoo population`: build the task list, train and register the population."""
+    """`zoo population`: build the task list, train and register the population (one
+    `generate.population` run; the same command again reuses it)."""
     import time
 
     from .zoo_builder import build_population

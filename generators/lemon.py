@@ -13,6 +13,7 @@ from typing import Callable
 
 from zoo.catalog import Catalog, Parent
 from zoo.runner import run_operator
+from zoo.schedules import register_schedule
 
 
 def expand(ref: str | int, *, catalog: Catalog | None = None, method: str = "lemon", out: str | None = None,
@@ -39,3 +40,6 @@ def schedule(total_steps: int, peak_lr: float, warmup_steps: int = 0, decay_frac
         return peak_lr * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     return lr
+
+
+register_schedule("lemon", lambda steps, lr, warmup_steps: schedule(steps, lr, warmup_steps=warmup_steps))

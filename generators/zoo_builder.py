@@ -10,9 +10,11 @@ Every model starts from the same weights (`torch.manual_seed(init_seed)`); model
 task and by data order: model (task, seed) sees exactly the batches
 `get_task(task).train_batches(config, batch_size, data_generator(task, seed))` yields.
 
-Each model is then evaluated on its task's test split and registered as its own catalog
-entry (run `train.population`, tags `[prefix, "task=<task>"]`, metrics `<task>/accuracy`
-and `<task>/loss`); `population(catalog, tag)` lists a population back with each task.
+Each model is then evaluated on its task's test split and written as one output of the
+operator `generate.population`: the runner registers them all with one run (cache key,
+card and provenance metadata on each; the (task, seed) of each in the run's outputs),
+tags `[prefix, "task=<task>"]`, metrics `<task>/accuracy` and `<task>/loss`;
+`population(catalog, tag)` lists a population back with each task.
 """
 from __future__ import annotations
 
@@ -23,22 +25,24 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from zoo.card import model_card
-from zoo.catalog import Catalog, RunRecord
+from zoo.catalog import Catalog
 from zoo.catalog.catalog import NAME_OK
 from zoo.errors import ZooError
-from zoo.families.mlp import DEFAULT_LAYER_SIZES, mlp_config
+from zoo.registry import Operator, OperatorParams, register
+from zoo.runner import OperatorCall, OperatorOutput, run_operator
 from zoo.tasks import get_task
 from zoo.tasks.digits import Digits
-from zoo.writer import save_tensors
+
+from .wgen.family import DEFAULT_LAYER_SIZES, MLPFamily, mlp_config
 
 if TYPE_CHECKING:
     from torch import nn
 
     from zoo.catalog import ModelEntry
 
-OPERATOR, VERSION = "train.population", "1"
+OPERATOR, VERSION = "generate.population", "1"
 DEFAULT_LR = 1e-2
 BETAS, EPS = (0.9, 0.999), 1e-8
 
@@ -64,8 +68,6 @@ def data_generator(task: str, seed: int) -> torch.Generator:
 
 def initial_model(layer_sizes: Sequence[int] = DEFAULT_LAYER_SIZES, init_seed: int = 0) -> "nn.Module":
     """The ZooMLP every model of a population starts from (torch's global RNG is left as it was)."""
-    from zoo.families.mlp import MLPFamily
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         return MLPFamily().build(mlp_config(layer_sizes))
@@ -132,31 +134,40 @@ def model_name(prefix: str, task: str, seed: int) -> str:
     return f"{prefix}-{safe_task(task)}-s{seed}"
 
 
-# ----- the population ---------------------------------------------------------------------
-def build_population(catalog: Catalog, tasks: list[str], seeds: list[int], *, steps: int = 300,
-                     lr: float = DEFAULT_LR, batch_size: int = 64,
-                     layer_sizes: Sequence[int] = DEFAULT_LAYER_SIZES, init_seed: int = 0, prefix: str = "pop",
-                     progress: Callable[[int], None] | None = None,
-                     timings: dict | None = None) -> list["ModelEntry"]:
-    """Train len(tasks) x len(seeds) MLPs at once, evaluate each on its task's test split and
-    register each as a catalog entry `{prefix}-{task}-s{seed}`; returns the entries in
-    (task, seed) order. `progress(1)` is called per training step and per registered model
-    (steps + models in all); `timings`, if given, receives the seconds spent preparing the
-    data, training, evaluating and registering ("data", "train", "evaluate", "register")."""
-    tasks = list(dict.fromkeys(tasks))
-    seeds = list(dict.fromkeys(int(s) for s in seeds))
-    if not tasks or not seeds:
+# ----- the population: one operator run, one output per model ------------------------------
+class PopulationParams(OperatorParams):
+    """A population: one model per (task, seed) pair, all from the same initial weights."""
+
+    tasks: list[str] = Field(..., description="digits tasks: digits, digits:0-4, digits:1,3,7, digits:permN")
+    seeds: list[int] = Field(..., description="data-order seeds")
+    steps: int = 300
+    lr: float = DEFAULT_LR
+    batch_size: int = 64
+    layer_sizes: list[int] = Field(default_factory=lambda: list(DEFAULT_LAYER_SIZES))
+    init_seed: int = 0
+    prefix: str = Field("pop", description="name prefix and tag of every model")
+
+
+def checked(p: PopulationParams) -> tuple[dict, dict[str, Digits]]:
+    """(MLP config, task objects) of a population; a one-line ZooError before any work."""
+    if not p.tasks or not p.seeds:
         raise ZooError("population: give at least one task and one seed")
-    if steps < 1 or batch_size < 1 or not lr > 0:
+    if p.steps < 1 or p.batch_size < 1 or not p.lr > 0:
         raise ZooError("population: steps, batch size and learning rate must be positive")
-    if not NAME_OK.match(prefix) or "@" in prefix or ".." in prefix:
-        raise ZooError(f"population: invalid prefix {prefix!r} (letters, digits, '.', '_', '-')")
-    config = mlp_config(layer_sizes)
+    if not NAME_OK.match(p.prefix) or "@" in p.prefix or ".." in p.prefix:
+        raise ZooError(f"population: invalid prefix {p.prefix!r} (letters, digits, '.', '_', '-')")
+    config = mlp_config(p.layer_sizes)
     if config["num_labels"] != 10:
         raise ZooError(f"population: the last layer size must be 10 (the digit labels), not {config['num_labels']}")
-    task_objs = {t: digits_task(t) for t in tasks}  # every bad spec fails before any work
-    models = [(t, s) for t in tasks for s in seeds]
-    clock = {"data": 0.0, "train": 0.0, "evaluate": 0.0, "register": 0.0}
+    return config, {t: digits_task(t) for t in p.tasks}  # every bad spec fails here
+
+
+def _population(call: OperatorCall) -> list[OperatorOutput]:
+    """Train every model at once, evaluate each on its task's test split, write each as one
+    output of the run. `call.timings` gets the seconds of "data", "train" and "evaluate"."""
+    p: PopulationParams = call.params
+    config, task_objs = checked(p)
+    models = [(t, s) for t in p.tasks for s in p.seeds]
     t0 = time.perf_counter()
 
     # the training examples of every task, one pool; each model's batch rows point into it
@@ -167,60 +178,74 @@ def build_population(catalog: Catalog, tasks: list[str], seeds: list[int], *, st
         pool_y.append(y)
         offsets[t], start = start, start + len(y)
     pool_x, pool_y = torch.cat(pool_x), torch.cat(pool_y)
-    rows = torch.stack([batch_indices(task_objs[t], s, steps, batch_size) + offsets[t] for t, s in models], dim=1)
+    rows = torch.stack([batch_indices(task_objs[t], s, p.steps, p.batch_size) + offsets[t] for t, s in models], dim=1)
 
     def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         r = rows[step]  # [models, batch]
         return pool_x[r], pool_y[r]
 
-    clock["data"] = time.perf_counter() - t0
+    call.timings["data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = initial_model(config["layer_sizes"], init_seed)
-    init = {n: p.detach() for n, p in model.named_parameters()}
-    trained = train_stacked(model, init, len(models), batches, steps, lr, progress)
-    clock["train"] = time.perf_counter() - t0
+    model = initial_model(config["layer_sizes"], p.init_seed)
+    init = {n: w.detach() for n, w in model.named_parameters()}
+    trained = train_stacked(model, init, len(models), batches, p.steps, p.lr, call.progress)
+    call.timings["train"] = time.perf_counter() - t0
 
-    t1 = time.perf_counter()
+    t0 = time.perf_counter()
     results = []
     params = dict(model.named_parameters())
     with torch.no_grad():
         for i, (t, _) in enumerate(models):
-            for n, p in params.items():
-                p.copy_(trained[n][i])
+            for n, w in params.items():
+                w.copy_(trained[n][i])
             results.append(task_objs[t].evaluate(model, config))
-    clock["evaluate"] = time.perf_counter() - t1
-
-    t2 = time.perf_counter()
-    entries = register_models(catalog, prefix, models, trained, results, config,
-                              {"steps": steps, "lr": lr, "batch_size": batch_size, "init_seed": init_seed,
-                               "layer_sizes": list(config["layer_sizes"])}, clock["train"] / len(models), progress)
-    clock["register"] = time.perf_counter() - t2
-    if timings is not None:
-        timings.update(clock)
-    return entries
+    call.timings["evaluate"] = time.perf_counter() - t0
+    return write_models(call, models, trained, results, config)
 
 
-def register_models(catalog: Catalog, prefix: str, models: list[tuple[str, int]], trained: dict[str, torch.Tensor],
-                    results: list[dict], config: dict, params: dict, seconds: float,
-                    progress: Callable[[int], None] | None = None) -> list["ModelEntry"]:
-    """Write each model's checkpoint into the store and register it, one by one, in order
-    (each entry lands whole or not at all; a failure leaves the ones before it registered).
-    Threads do not help here: the time goes to the catalog's ORM and hashing, not waiting."""
-    entries = []
+def write_models(call: OperatorCall, models: list[tuple[str, int]], trained: dict[str, torch.Tensor],
+                 results: list[dict], config: dict) -> list[OperatorOutput]:
+    """Each model as one output of the run (`{prefix}-{task}-s{seed}`, tagged prefix and
+    task=...), with its card and provenance metadata; `progress(1)` per model written."""
+    prefix = call.params.prefix
+    outputs = []
     for i, ((t, s), metrics) in enumerate(zip(models, results)):
-        run_params = {"task": t, "seed": s, **params}
-        name = model_name(prefix, t, s)
-        card = model_card(name, OPERATOR, run_params, [], None, library=None,
-                          summary=f"A `zoo_mlp` of the population `{prefix}`, trained on `{t}` with data seed {s}.")
-        written = save_tensors(catalog.incoming_path(), {n: trained[n][i].clone() for n in trained}, config=config,
-                               extra_files={"README.md": card},
-                               metadata={"operator": OPERATOR, "version": VERSION, "params": run_params, "inputs": []})
-        run = RunRecord(OPERATOR, VERSION, run_params, seconds=seconds)
-        entries.append(catalog.register(written, name, run=run, inputs=[], tags=[prefix, f"task={t}"],
-                                        metrics={f"{t}/accuracy": metrics["accuracy"], f"{t}/loss": metrics["loss"]}))
-        if progress is not None:
-            progress(1)
-    return entries
+        target = call.new_output(
+            model_name(prefix, t, s), detail={"task": t, "seed": s}, library=None,
+            summary=f"A `zoo_mlp` of the population `{prefix}`, trained on `{t}` with data seed {s}.")
+        written = target.write_tensors({n: trained[n][i].clone() for n in trained}, config=config)
+        outputs.append(OperatorOutput(written, name=target.name, tags=[prefix, f"task={t}"],
+                                      metrics={f"{t}/accuracy": metrics["accuracy"], f"{t}/loss": metrics["loss"]}))
+        if call.progress is not None:
+            call.progress(1)
+    return outputs
+
+
+register(Operator(OPERATOR, VERSION, PopulationParams, _population,
+                  "train a population of digits MLPs at once, one output per (task, seed)"))
+
+
+def build_population(catalog: Catalog, tasks: list[str], seeds: list[int], *, steps: int = 300,
+                     lr: float = DEFAULT_LR, batch_size: int = 64,
+                     layer_sizes: Sequence[int] = DEFAULT_LAYER_SIZES, init_seed: int = 0, prefix: str = "pop",
+                     progress: Callable[[int], None] | None = None, timings: dict | None = None,
+                     reuse: bool = True) -> list["ModelEntry"]:
+    """Train len(tasks) x len(seeds) MLPs at once (one `generate.population` run), evaluate
+    each on its task's test split and register each as a catalog entry `{prefix}-{task}-s{seed}`;
+    returns the entries in (task, seed) order (the same call again: the same entries, reused).
+    `progress(1)` is called per training step and per model written (steps + models in all);
+    `timings`, if given, receives the seconds spent preparing the data, training, evaluating
+    and writing plus registering ("data", "train", "evaluate", "register"); all 0 when reused."""
+    params = {"tasks": list(dict.fromkeys(tasks)), "seeds": list(dict.fromkeys(int(s) for s in seeds)),
+              "steps": steps, "lr": lr, "batch_size": batch_size, "layer_sizes": list(layer_sizes),
+              "init_seed": init_seed, "prefix": prefix}
+    t0 = time.perf_counter()
+    result = run_operator(catalog, OPERATOR, [], params, reuse=reuse, progress=progress)
+    if timings is not None:
+        clock = {k: result.timings.get(k, 0.0) for k in ("data", "train", "evaluate")}
+        spent = 0.0 if result.reused else time.perf_counter() - t0 - sum(clock.values())
+        timings.update(clock, register=spent)
+    return result.entries
 
 
 def population(catalog: Catalog, tag: str) -> list[tuple["ModelEntry", str]]:
@@ -238,6 +263,6 @@ def population(catalog: Catalog, tag: str) -> list[tuple["ModelEntry", str]]:
     return out
 
 
-__all__ = ["OPERATOR", "VERSION", "adam_update", "batch_indices", "build_population", "data_generator", "data_seed",
-           "digits_task", "initial_model", "model_name", "population", "register_models", "safe_task",
-           "train_stacked"]
+__all__ = ["OPERATOR", "VERSION", "PopulationParams", "adam_update", "batch_indices", "build_population", "checked",
+           "data_generator", "data_seed", "digits_task", "initial_model", "model_name", "population", "safe_task",
+           "train_stacked", "write_models"]

@@ -6,6 +6,8 @@
   subset collected by continued training -> an unconditional generator (Wang et al. 2024).
 - `generate.sample`: a generator (role `generator`) -> one sampled model (`index` of a
   seeded batch of `n`), evaluated, optionally fine-tuned.
+- `generate.population` (registered by `generators.zoo_builder`, imported here): the zoos
+  these generators learn from, one run with one output per model.
 
 Generators are catalog entries: their networks and statistics as safetensors, their
 layout and the target model's config in config.json."""
@@ -26,6 +28,7 @@ from zoo.runner import OperatorCall, OperatorOutput
 from zoo.tasks import get_task
 from zoo.training import TrainParams, for_task, train_model
 
+from .. import zoo_builder as _population  # noqa: F401  (registers generate.population, the zoos learnt here)
 from .generator import WeightGenerator
 from .layout import WeightLayout
 
@@ -277,7 +280,8 @@ def family_of_config(config: dict):
 
 
 register(Operator("generate.d2nwg.train", "1", D2NWGParams, _d2nwg_train,
-                  "learn a zoo's weights as dataset-conditioned latent diffusion (D2NWG)"))
+                  "learn a zoo's weights as dataset-conditioned latent diffusion (D2NWG)", default_role="zoo"))
 register(Operator("generate.pdiff.train", "1", PDiffParams, _pdiff_train,
-                  "learn one training run's parameter subset as latent diffusion (p-diff)"))
-register(Operator("generate.sample", "1", SampleParams, _sample, "sample a model from a weight generator"))
+                  "learn one training run's parameter subset as latent diffusion (p-diff)", default_role="base"))
+register(Operator("generate.sample", "1", SampleParams, _sample, "sample a model from a weight generator",
+                  default_role="generator"))
