@@ -1,21 +1,23 @@
-"""Everything the TUI shows, read from (and every change written through) the core API.
+"""Everything the TUI shows, read through the catalog's read model (`zoo.catalog.views`,
+shared with the `zoo` CLI) and every change written through the core API.
 
 Widgets never query the catalog: screens ask a `ZooData` for plain rows and dicts and hand
-them to widgets. Listing uses the plain-SQL reader (`zoo.catalog.reader`) on a SQLite
-catalog, `Catalog.ls()` elsewhere; filtering and sorting run in memory on those rows, so a
-keystroke costs a few milliseconds even with 10,000 models.
+them to widgets. Listing rows come from `views.ls` (plain SQL on a SQLite catalog);
+filtering and sorting run in memory on those rows, so a keystroke costs a few milliseconds
+even with 10,000 models. This module adds only the TUI's display forms.
 """
 from __future__ import annotations
 
 import importlib
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo.catalog import views
+from zoo.catalog.views import Edge, Lineage
 from zoo.console import human_bytes, human_count
-from zoo.families import widths_summary
 
 if TYPE_CHECKING:
     from zoo.catalog import Catalog
@@ -30,9 +32,6 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 SORT_KEYS = tuple(k for k, _ in COLUMNS)
 _METRIC_PREFERENCE = ("acc", "accuracy", "eval_acc", "f1", "eval_loss", "loss")
-_CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                "intermediate_size", "vocab_size", "n_embd", "n_layer", "n_head", "image_size", "patch_size",
-                "num_labels")
 
 
 # ----- display helpers (pure) ------------------------------------------------------------
@@ -189,30 +188,19 @@ class TensorRow:
     norm: float | None = None  # filled in by `tensor_norms`, in a worker
 
 
-@dataclass(frozen=True)
-class Edge:
-    """A lineage edge parent -> child, with the run that made the child (if recorded)."""
-
-    parent: int
-    child: int
-    role: str
-    weight: float | None
-    run_id: int | None
-    operator: str | None
-    params: dict | None
-
-    def label(self) -> str:
-        parts = [self.role]
-        if self.weight is not None:
-            parts.append(f"w={self.weight:g}")
-        if self.run_id is not None:
-            run = f"run {self.run_id}"
-            if self.operator:
-                run += f" {self.operator}"
-            if self.params:
-                run += " " + ", ".join(f"{k}={_short_json(v)}" for k, v in self.params.items())
-            parts.append(run)
-        return " · ".join(parts)
+def edge_label(edge: Edge) -> str:
+    """A lineage edge as the tree shows it: role · weight · run, operator and params."""
+    parts = [edge.role]
+    if edge.weight is not None:
+        parts.append(f"w={edge.weight:g}")
+    if edge.run_id is not None:
+        run = f"run {edge.run_id}"
+        if edge.operator:
+            run += f" {edge.operator}"
+        if edge.params:
+            run += " " + ", ".join(f"{k}={_short_json(v)}" for k, v in edge.params.items())
+        parts.append(run)
+    return " · ".join(parts)
 
 
 def _short_json(v: Any) -> str:
@@ -220,26 +208,6 @@ def _short_json(v: Any) -> str:
 
     text = fmt_value(v) if isinstance(v, (int, float, str)) else json.dumps(v, separators=(",", ":"))
     return clip(text, 40)
-
-
-@dataclass
-class Lineage:
-    """A model's family tree: its ancestors and descendants and the edges among them."""
-
-    focus: int
-    refs: dict[int, str]
-    families: dict[int, str | None]
-    parents_of: dict[int, list[Edge]] = field(default_factory=dict)
-    children_of: dict[int, list[Edge]] = field(default_factory=dict)
-
-    def parents(self, model_id: int) -> list[Edge]:
-        return self.parents_of.get(model_id, [])
-
-    def children(self, model_id: int) -> list[Edge]:
-        return self.children_of.get(model_id, [])
-
-    def __len__(self) -> int:
-        return len(self.refs)
 
 
 @dataclass(frozen=True)
@@ -257,23 +225,15 @@ class ZooData:
         self.rows: list[ModelRow] = []
         self.by_id: dict[int, ModelRow] = {}
         self._sorted: dict[tuple[str, bool], list[ModelRow]] = {}
-        self._fast = None
 
     # ----- where --------------------------------------------------------------------------
     @property
     def where(self) -> str:
-        """The catalog for a title: a SQLite file's name, else the URL without a password."""
-        from zoo.catalog.location import sqlite_path
+        """The catalog for a title: a SQLite file's name, else the URL with its password masked."""
+        from zoo.catalog.location import display_url, sqlite_path
 
         path = sqlite_path(self.catalog.url)
-        if path is not None:
-            return path.name
-        url = self.catalog.url
-        scheme, sep, rest = url.partition("://")
-        if "@" in rest:
-            creds, _, host = rest.rpartition("@")
-            rest = creds.split(":", 1)[0] + "@" + host
-        return scheme + sep + rest
+        return path.name if path is not None else display_url(self.catalog.url)
 
     @property
     def store(self) -> Path:
@@ -285,12 +245,7 @@ class ZooData:
     # ----- listing ------------------------------------------------------------------------
     def load(self) -> int:
         """(Re)read every model's listing; returns the count."""
-        from zoo.catalog.reader import ls_rows, open_sqlite_readonly
-
-        if self._fast is None:
-            self._fast = open_sqlite_readonly(self.catalog.url) or False
-        listed = ls_rows(self._fast) if self._fast else self.catalog.ls()
-        self.rows = [ModelRow.from_ls(r) for r in listed]
+        self.rows = [ModelRow.from_ls(r) for r in views.ls(self.catalog)]
         self.by_id = {r.id: r for r in self.rows}
         self._sorted = {("name", False): self.rows}  # ls order is name, version
         return len(self.rows)
@@ -299,7 +254,7 @@ class ZooData:
         """Re-read one model's listing after a change (tags, metrics)."""
         old = self.by_id.get(model_id)
         entry = self.catalog.get(model_id)
-        fresh = next((r for r in self.catalog.ls(name=entry.name) if r["id"] == model_id), None)
+        fresh = next((r for r in views.ls(self.catalog, name=entry.name) if r["id"] == model_id), None)
         if fresh is None:
             return None
         row = ModelRow.from_ls(fresh)
@@ -334,11 +289,8 @@ class ZooData:
 
     # ----- one model ----------------------------------------------------------------------
     def details(self, model_id: int) -> dict:
-        """`Catalog.show` plus the family adapter's view, and display forms of paths."""
-        info = self.catalog.show(model_id)
-        cfg = info.get("config") or {}
-        info["config_summary"] = {k: cfg[k] for k in _CONFIG_KEYS if k in cfg}
-        info["widths"] = widths_summary(cfg)
+        """`views.show` (what `zoo show --json` prints) plus display forms of paths."""
+        info = views.show(self.catalog, model_id, detailed=True)
         info["location_shown"] = self.short(info.get("location"))
         info["path_shown"] = self.short(info.get("path"))
         return info
@@ -377,18 +329,7 @@ class ZooData:
 
     def lineage(self, model_id: int) -> Lineage:
         """Ancestors and descendants with the edges among them and their runs."""
-        cat = self.catalog
-        entry = cat.get(model_id)
-        members = {entry.id: entry}
-        members.update({m.id: m for m in cat.ancestors(entry)})
-        members.update({m.id: m for m in cat.descendants(entry)})
-        lin = Lineage(entry.id, {i: m.ref for i, m in members.items()}, {i: m.family for i, m in members.items()})
-        for e, run in cat.edges_among(members):
-            edge = Edge(e.parent_id, e.child_id, e.role, e.weight, e.run_id,
-                        run.operator if run else None, (run.params or None) if run else None)
-            lin.parents_of.setdefault(e.child_id, []).append(edge)
-            lin.children_of.setdefault(e.parent_id, []).append(edge)
-        return lin
+        return views.lineage(self.catalog, model_id)
 
     def runs(self, limit: int | None = 500) -> list[dict]:
         from zoo.catalog.records import run_row
@@ -441,38 +382,11 @@ class ZooData:
         return TaskResult(True, f"pushed {ref} to {repo_id}{extra}")
 
     def compare(self, a: int, b: int, progress: Callable[[int], None] | None = None) -> list[dict]:
-        """`zoo diff A B`: per-tensor relative change, most changed first, then tensors
-        only in one model or with different shapes."""
-        from zoo.compare import diff_checkpoints
-
-        ca, cb = self.catalog.open(a), self.catalog.open(b)
-        rows = diff_checkpoints(_Counting(ca, progress) if progress else ca, cb)
-        same = sorted((r for r in rows if r.status == "same-shape"), key=lambda r: -(r.rel_change or 0))
-        other = [r for r in rows if r.status != "same-shape"]
-        out = []
-        for r in same:
-            out.append({"name": r.name, "rel_change": f"{r.rel_change:.3e}", "max_abs": f"{r.max_abs:.3e}",
-                        "note": "identical" if r.max_abs == 0 else ""})
-        for r in other:
-            note = {"only-a": "only in A", "only-b": "only in B"}.get(
-                r.status, f"shape {list(r.shape_a or ())} vs {list(r.shape_b or ())}")
-            out.append({"name": r.name, "rel_change": "-", "max_abs": "-", "note": note})
-        return out
+        """`zoo diff A B` as table cells {name, rel_change, max_abs, note}: most changed
+        first, then tensors only in one model or with different shapes."""
+        rows = views.diff(self.catalog.open(a), self.catalog.open(b), progress=progress,
+                          labels=(self.catalog.get(a).ref, self.catalog.get(b).ref))
+        return [dict(zip(("name", "rel_change", "max_abs", "note"), views.diff_cells(r))) for r in rows]
 
     def tensor_count(self, model_id: int) -> int:
         return len(self.catalog.open(model_id).names())
-
-
-class _Counting:
-    """A checkpoint that reports each tensor read (progress of `diff_checkpoints`)."""
-
-    def __init__(self, ckpt: Checkpoint, progress: Callable[[int], None]) -> None:
-        self._ckpt, self._progress = ckpt, progress
-
-    def get(self, name: str):
-        t = self._ckpt.get(name)
-        self._progress(1)
-        return t
-
-    def __getattr__(self, name: str):
-        return getattr(self._ckpt, name)

@@ -1,5 +1,6 @@
 """The provenance graph of a model (networkx): its ancestors and descendants, the recipe
-of runs that produced it, and pictures of the family tree (terminal tree, DOT, PNG)."""
+of runs that produced it, and pictures of the family tree (terminal tree, DOT, PNG).
+The lineage itself comes from the read model, `zoo.catalog.views.lineage`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,23 +8,22 @@ from pathlib import Path
 import networkx as nx
 
 from .catalog import Catalog, ModelEntry
+from .catalog.views import Lineage, lineage
 
 
 def lineage_graph(catalog: Catalog, ref: str | int | ModelEntry, up: bool = True, down: bool = True) -> nx.DiGraph:
     """Nodes are model ids (attrs: ref, family, params, focus); edges parent -> child
     (attrs: role, weight, run_id, operator)."""
-    entry = catalog.get(ref)
-    members = {entry.id: entry}
-    if up:
-        members.update({m.id: m for m in catalog.ancestors(entry)})
-    if down:
-        members.update({m.id: m for m in catalog.descendants(entry)})
+    return to_graph(lineage(catalog, ref, up=up, down=down))
+
+
+def to_graph(lin: Lineage) -> nx.DiGraph:
+    """A `Lineage` as a networkx graph (see `lineage_graph` for its attributes)."""
     g = nx.DiGraph()
-    for m in members.values():
-        g.add_node(m.id, ref=m.ref, family=m.family, params=m.num_params, focus=m.id == entry.id)
-    for e, run in catalog.edges_among(members):
-        g.add_edge(e.parent_id, e.child_id, role=e.role, weight=e.weight, run_id=e.run_id,
-                   operator=run.operator if run else None)
+    for n in lin.nodes.values():
+        g.add_node(n.id, ref=n.ref, family=n.family, params=n.params, focus=n.id == lin.focus)
+    for e in lin.edges:
+        g.add_edge(e.parent, e.child, role=e.role, weight=e.weight, run_id=e.run_id, operator=e.operator)
     return g
 
 

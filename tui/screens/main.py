@@ -23,9 +23,10 @@ from textual.widgets import (
 )
 from textual.worker import get_current_worker
 
+from zoo.catalog.views import Lineage
 from zoo.errors import ZooError
 
-from ..data import PAGE, SORT_KEYS, Lineage, TaskResult, TensorRow, ZooData
+from ..data import PAGE, SORT_KEYS, TaskResult, TensorRow, ZooData
 from ..widgets.catalog_table import CatalogTable
 from ..widgets.details import DetailsView
 from ..widgets.lineage import LineageTree

@@ -8,7 +8,9 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from ..data import Edge, Lineage
+from zoo.catalog.views import Edge, Lineage
+
+from ..data import edge_label
 
 _AUTO_EXPAND_NODES = 60  # small trees open fully; larger ones open two levels
 
@@ -44,9 +46,10 @@ class LineageTree(Tree[_Node]):
             self.root.data = _Node(None)
             return
         focus = lineage.focus
-        label = Text(lineage.refs[focus], style="bold")
-        if lineage.families.get(focus):
-            label.append(f"  {lineage.families[focus]}", style="dim")
+        node = lineage.nodes[focus]
+        label = Text(node.ref, style="bold")
+        if node.family:
+            label.append(f"  {node.family}", style="dim")
         self.root.set_label(label)
         self.root.data = _Node(focus, grown=True)
         open_all = len(lineage) <= _AUTO_EXPAND_NODES
@@ -89,6 +92,6 @@ class LineageTree(Tree[_Node]):
 
 
 def _label(lin: Lineage, model_id: int, edge: Edge) -> Text:
-    text = Text(lin.refs[model_id], style="bold")
-    text.append(f"  ({edge.label()})", style="dim")
+    text = Text(lin.nodes[model_id].ref, style="bold")
+    text.append(f"  ({edge_label(edge)})", style="dim")
     return text

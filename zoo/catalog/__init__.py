@@ -5,22 +5,15 @@ used without loading SQLAlchemy.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_exports
 
 _EXPORTS = {
-    "AddResult": "zoo.catalog.catalog", "Catalog": "zoo.catalog.catalog", "Parent": "zoo.catalog.catalog",
-    "RunRecord": "zoo.catalog.catalog", "VerifyResult": "zoo.catalog.catalog",
+    "AddResult": "zoo.catalog.catalog", "Catalog": "zoo.catalog.catalog", "NewEntry": "zoo.catalog.catalog",
+    "Parent": "zoo.catalog.catalog", "RunRecord": "zoo.catalog.catalog", "VerifyResult": "zoo.catalog.catalog",
     "LineageEdge": "zoo.catalog.tables", "ModelEntry": "zoo.catalog.tables", "ModelFile": "zoo.catalog.tables",
     "ModelTag": "zoo.catalog.tables", "Run": "zoo.catalog.tables",
 }
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zoo.catalog' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

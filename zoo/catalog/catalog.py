@@ -19,11 +19,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from ..checkpoint import Checkpoint
-from ..detect import detect_family
 from ..errors import NotFoundError, RefusedError, ZooError
+from ..families import catalog_label
 from ..hashing import Progress, combined_digest, sha256_file, sha256_files
 from ..writer import WrittenCheckpoint, copy_files, save_tensors
 from .db import init_schema, make_engine, resolve_url, sqlite_path
+from .location import display_url
 from .reader import ls_rows, walk_ids
 from .records import edge_row, file_row, model_row, run_row
 from .tables import LineageEdge, ModelEntry, ModelFile, ModelTag, Run
@@ -69,6 +70,33 @@ class RunRecord:
     timings: dict | None = None
 
 
+@dataclass
+class NewEntry:
+    """One model an operator wrote (to `incoming_path()`), to register with the run that made it."""
+
+    written: WrittenCheckpoint
+    name: str
+    tags: Sequence[str] = ()
+    metrics: dict | None = None
+    detail: dict | None = None  # what sets it apart from the run's other outputs (kept in the run's outputs)
+
+
+@dataclass
+class _Pending:
+    """A model ready to insert: its checkpoint, its hashed files and where they come from."""
+
+    name: str
+    ckpt: Checkpoint
+    files: list[tuple[str, int, str]]
+    digest: str
+    location: str | None  # indexed in place here, or
+    move_from: Path | None  # moved into the store from here
+    tags: Sequence[str] = ()
+    metrics: dict | None = None
+    source: str | None = None
+    detail: dict | None = None
+
+
 class Catalog:
     """A catalog database plus the store folder where produced checkpoints are written."""
 
@@ -85,8 +113,9 @@ class Catalog:
 
     @property
     def where(self) -> str:
+        """The catalog for messages: a SQLite file's path, else the URL with its password masked."""
         path = sqlite_path(self.url)
-        return str(path) if path else self.url
+        return str(path) if path else display_url(self.url)
 
     def _read(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -176,8 +205,8 @@ class Catalog:
             if existing is not None:
                 return AddResult(existing, created=False)
             location = None if incoming else str(ckpt.path)
-            entry = self._insert(name, ckpt, files, digest, location, incoming, tags, parents=parent_ids,
-                                 metrics=metrics, source=source)
+            entry = self._insert([_Pending(name, ckpt, files, digest, location, incoming, tuple(tags), metrics,
+                                           source)], parents=parent_ids)[0]
             incoming = None
             return AddResult(entry, created=True)
         finally:
@@ -196,16 +225,27 @@ class Catalog:
     ) -> ModelEntry:
         """Register an operator's output (written with `incoming_path()` as its target):
         the model, its files, the run and the lineage edges in one transaction."""
+        return self.register_many([NewEntry(written, name, tuple(tags), metrics)], run=run, inputs=inputs)[0]
+
+    def register_many(self, outputs: Sequence[NewEntry], *, run: RunRecord | None = None,
+                      inputs: Sequence[Parent] = ()) -> list[ModelEntry]:
+        """Register the outputs of one run: every model with its files, the one run that made
+        them and the lineage edges from each input to each output, in one transaction. All
+        land, or none does and their folders are removed. Entries come back in order."""
         try:
-            name = _check_name(name)
+            if not outputs:
+                raise ValueError("register_many: no outputs to register")
             parent_ids = self._parent_ids(inputs)
-            ckpt = Checkpoint.open(written.path)
-            files = [(f.path, f.size, f.sha256) for f in written.files]
-            digest = combined_digest((rel, sha) for rel, _, sha in files)
-            return self._insert(name, ckpt, files, digest, None, written.path, tags, parents=parent_ids,
-                                run=run, metrics=metrics)
+            pending = []
+            for o in outputs:
+                files = [(f.path, f.size, f.sha256) for f in o.written.files]
+                digest = combined_digest((rel, sha) for rel, _, sha in files)
+                pending.append(_Pending(_check_name(o.name), Checkpoint.open(o.written.path), files, digest, None,
+                                        o.written.path, tuple(o.tags), o.metrics, detail=o.detail))
+            return self._insert(pending, parents=parent_ids, run=run)
         except BaseException:
-            shutil.rmtree(written.path, ignore_errors=True)
+            for o in outputs:
+                shutil.rmtree(o.written.path, ignore_errors=True)
             raise
 
     def incoming_path(self) -> Path:
@@ -220,78 +260,75 @@ class Catalog:
         with self._read() as s:
             return [(self._resolve(s, p.ref), p) for p in parents]
 
-    def _insert(
-        self,
-        name: str,
-        ckpt: Checkpoint,
-        files: list[tuple[str, int, str]],
-        digest: str,
-        location: str | None,
-        move_from: Path | None,
-        tags: Iterable[str],
-        *,
-        parents: list[tuple[ModelEntry, Parent]] = (),
-        run: RunRecord | None = None,
-        metrics: dict | None = None,
-        source: str | None = None,
-    ) -> ModelEntry:
-        config = ckpt.config
-        family, arch = detect_family(config, ckpt.names())
+    def _insert(self, pending: list[_Pending], *, parents: Sequence[tuple[ModelEntry, Parent]] = (),
+                run: RunRecord | None = None) -> list[ModelEntry]:
+        """Insert the models, their run and lineage in one transaction; folders moved into
+        the store go back where they were if it fails."""
+        configs = [p.ckpt.config for p in pending]  # read before the folders move into the store
+        kinds = [catalog_label(c, p.ckpt.names()) for c, p in zip(configs, pending)]
         for attempt in range(5):
-            final: Path | None = None
+            moved: list[tuple[Path, Path]] = []  # (final, moved from)
             try:
                 with self._write() as s:
-                    version = (s.exec(select(func.max(ModelEntry.version)).where(ModelEntry.name == name)).one() or 0) + 1
-                    if move_from is not None:
-                        final = self.store / name / f"v{version}"
-                        final.parent.mkdir(parents=True, exist_ok=True)
-                        if final.exists():  # left over from a removed entry
-                            shutil.rmtree(final)
-                        os.rename(move_from, final)
-                        path = final
-                    else:
-                        path = Path(location)
-                    entry = ModelEntry(
-                        name=name, version=version, family=family, architecture=arch,
-                        num_params=ckpt.num_params, dtype=ckpt.dtype, bytes=sum(f[1] for f in files),
-                        location=source or str(path), path=str(path), owned=move_from is not None, digest=digest,
-                        config=config, metrics=metrics or None,
-                    )
-                    s.add(entry)
-                    s.flush()
-                    for rel, size, sha in files:
-                        s.add(ModelFile(model_id=entry.id, path=rel, size=size, sha256=sha))
-                    for t in sorted(set(tags)):
-                        s.add(ModelTag(model_id=entry.id, tag=t))
+                    entries = [self._insert_model(s, p, kind, config, moved)
+                               for p, kind, config in zip(pending, kinds, configs)]
                     run_id = None
                     if run is not None:
                         row = Run(
                             operator=run.operator, operator_version=run.operator_version, params=run.params,
                             inputs=[{"id": pe.id, "ref": pe.ref, "digest": pe.digest, "role": p.role, "weight": p.weight}
                                     for pe, p in parents],
-                            outputs=[{"id": entry.id, "ref": entry.ref, "digest": digest}],
+                            outputs=[_output_row(e, p) for e, p in zip(entries, pending)],
                             cache_key=run.cache_key, seconds=run.seconds, timings=run.timings,
                         )
                         s.add(row)
                         s.flush()
                         run_id = row.id
-                    for pe, p in parents:
-                        s.add(LineageEdge(parent_id=pe.id, child_id=entry.id, role=p.role, weight=p.weight, run_id=run_id))
-                    entry.listing = _listing(entry, list(tags))
-                    s.add(entry)
+                    for entry, p in zip(entries, pending):
+                        for pe, edge in parents:
+                            s.add(LineageEdge(parent_id=pe.id, child_id=entry.id, role=edge.role, weight=edge.weight,
+                                              run_id=run_id))
+                        entry.listing = _listing(entry, list(p.tags))
+                        s.add(entry)
                     s.commit()
-                    return entry
+                    return entries
             except IntegrityError:
-                # another writer took this version number (databases without BEGIN IMMEDIATE)
-                if final is not None and move_from is not None and final.exists():
-                    os.rename(final, move_from)
+                # another writer took a version number (databases without BEGIN IMMEDIATE)
+                _move_back(moved)
                 if attempt == 4:
                     raise
             except BaseException:
-                if final is not None and move_from is not None and final.exists():
-                    os.rename(final, move_from)
+                _move_back(moved)
                 raise
         raise AssertionError("unreachable")
+
+    def _insert_model(self, s: Session, p: _Pending, kind: tuple[str | None, str | None], config: dict | None,
+                      moved: list[tuple[Path, Path]]) -> ModelEntry:
+        """One model row with its files and tags (its folder moved into the store, if owned)."""
+        version = (s.exec(select(func.max(ModelEntry.version)).where(ModelEntry.name == p.name)).one() or 0) + 1
+        if p.move_from is not None:
+            path = self.store / p.name / f"v{version}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists():  # left over from a removed entry
+                shutil.rmtree(path)
+            os.rename(p.move_from, path)
+            moved.append((path, p.move_from))
+        else:
+            path = Path(p.location)
+        family, arch = kind
+        entry = ModelEntry(
+            name=p.name, version=version, family=family, architecture=arch,
+            num_params=p.ckpt.num_params, dtype=p.ckpt.dtype, bytes=sum(f[1] for f in p.files),
+            location=p.source or str(path), path=str(path), owned=p.move_from is not None, digest=p.digest,
+            config=config, metrics=p.metrics or None,
+        )
+        s.add(entry)
+        s.flush()
+        for rel, size, sha in p.files:
+            s.add(ModelFile(model_id=entry.id, path=rel, size=size, sha256=sha))
+        for t in sorted(set(p.tags)):
+            s.add(ModelTag(model_id=entry.id, tag=t))
+        return entry
 
     def find_digest(self, digest: str) -> ModelEntry | None:
         with self._read() as s:
@@ -364,7 +401,7 @@ class Catalog:
             if run is None:  # a run with no inputs (e.g. a trained population): found by its output
                 from sqlalchemy import String, cast
 
-                run = s.exec(select(Run).where(cast(Run.outputs, String).like(f'[{{"id": {entry.id}, %'))).first()
+                run = s.exec(select(Run).where(cast(Run.outputs, String).like(f'%{{"id": {entry.id}, %'))).first()
             return run
 
     def show(self, ref: str | int | ModelEntry) -> dict:
@@ -510,6 +547,19 @@ class Catalog:
             shutil.rmtree(written.path, ignore_errors=True)
             raise ZooError(f"{entry.ref}: {bad[0]} changed since it was catalogued (run `zoo verify`); nothing exported")
         return written.path
+
+
+def _output_row(entry: ModelEntry, p: _Pending) -> dict:
+    """An item of a run's outputs list."""
+    row = {"id": entry.id, "ref": entry.ref, "digest": p.digest}
+    return {**row, "detail": p.detail} if p.detail else row
+
+
+def _move_back(moved: list[tuple[Path, Path]]) -> None:
+    """Undo the moves of a failed transaction: each folder back where it was written."""
+    for final, origin in reversed(moved):
+        if final.exists():
+            os.rename(final, origin)
 
 
 def _listing(entry: ModelEntry, tags: list[str]) -> str:

@@ -15,7 +15,7 @@ from sqlmodel import SQLModel, create_engine, select
 from sqlmodel import Session
 
 from ..errors import CatalogError
-from .location import resolve_url as _resolve, sqlite_path
+from .location import display_url, resolve_url as _resolve, sqlite_path
 from . import tables
 from .tables import SCHEMA_VERSION, Meta
 
@@ -28,7 +28,7 @@ def resolve_url(target: str | os.PathLike | None) -> str:
     try:
         make_url(url)
     except ArgumentError:
-        raise CatalogError(f"cannot read catalog URL {url!r}") from None
+        raise CatalogError(f"cannot read catalog URL {display_url(url)!r}") from None
     return url
 
 
@@ -55,7 +55,7 @@ def make_engine(url: str) -> Engine:
         try:
             return create_engine(url, pool_pre_ping=True)
         except Exception as e:  # missing driver, bad URL parts
-            raise CatalogError(f"cannot open catalog {url!r}: {e}") from None
+            raise CatalogError(f"cannot open catalog {display_url(url)!r}: {e}") from None
     if path.exists() and path.is_dir():
         raise CatalogError(f"catalog {path} is a folder, not a database file")
     if not path.parent.exists():
@@ -105,7 +105,7 @@ def init_schema(engine: Engine, url: str) -> bool:
     except DatabaseError as e:
         msg = str(e.orig) if getattr(e, "orig", None) else str(e)
         path = sqlite_path(url)
-        where = path if path else url
+        where = path if path else display_url(url)
         if "not a database" in msg or "file is encrypted" in msg:
             raise CatalogError(f"{where} is not a catalog database (it is some other file); pass another --catalog") from None
         if isinstance(e, OperationalError) and "unable to open" in msg:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import unquote
 
 DEFAULT_CATALOG = "catalog.db"
+
+# SQLAlchemy's own URL pattern: user, then an optional `:password` up to the first '@'
+_CREDENTIALS = re.compile(r"^(?P<head>[\w+]+://(?P<user>[^:/]*)):(?P<password>[^@]*)@", re.S)
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&]password=)[^&]*", re.I)
 
 
 def resolve_url(target: str | os.PathLike | None) -> str:
@@ -27,3 +32,10 @@ def sqlite_path(url: str) -> Path | None:
     if not path or path == ":memory:":
         return None
     return Path(path)
+
+
+def display_url(url: str) -> str:
+    """A catalog URL safe to print: any password shown as `***`, as SQLAlchemy's
+    `URL.render_as_string(hide_password=True)` does (a `password=` query field too)."""
+    url = _CREDENTIALS.sub(r"\g<head>:***@", url, count=1)
+    return _QUERY_PASSWORD.sub(r"\g<key>***", url)

@@ -8,26 +8,16 @@ library alone so that read-only commands answer without importing SQLAlchemy.
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime
 from typing import Any, Callable
 
 import orjson
 
 from .location import resolve_url, sqlite_path
+from .records import listing_row
 
 Execute = Callable[[str, dict], list[tuple]]
 
 _LS_COLUMNS = "id, name, version, family, architecture, num_params, dtype, bytes, location, metrics, created_at"
-
-
-def iso_time(value: Any) -> str | None:
-    """UTC timestamp as 'YYYY-MM-DDTHH:MM:SSZ' from a datetime or SQLite's text form."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
-    text = str(value)
-    return f"{text[:10]}T{text[11:19]}Z"
 
 
 def _json(value: Any) -> Any:
@@ -51,7 +41,7 @@ def _filters(family: str | None, tag: str | None, name: str | None) -> tuple[str
 
 
 def ls_rows(execute: Execute, family: str | None = None, tag: str | None = None, name: str | None = None) -> list[dict]:
-    """Models as `zoo ls --json` items (schema: records.LS_KEYS)."""
+    """Models as `zoo ls --json` items (built by records.listing_row)."""
     where, params = _filters(family, tag, name)
     rows = execute(f"SELECT {_LS_COLUMNS} FROM models{where} ORDER BY name, version", params)
     tag_sql = "SELECT model_id, tag FROM model_tags"
@@ -60,12 +50,7 @@ def ls_rows(execute: Execute, family: str | None = None, tag: str | None = None,
     tags: dict[int, list[str]] = {}
     for mid, t in execute(tag_sql + " ORDER BY tag", params):
         tags.setdefault(mid, []).append(t)
-    return [
-        {"id": mid, "ref": f"{name_}@{version}", "name": name_, "version": version, "family": family_,
-         "architecture": arch, "params": nparams, "dtype": dtype, "bytes": nbytes, "location": location,
-         "tags": tags.get(mid, []), "metrics": _json(metrics) or {}, "created": iso_time(created)}
-        for mid, name_, version, family_, arch, nparams, dtype, nbytes, location, metrics, created in rows
-    ]
+    return [listing_row(*row[:9], tags.get(row[0], []), _json(row[9]), row[10]) for row in rows]
 
 
 def ls_json(execute: Execute, family: str | None = None, tag: str | None = None, name: str | None = None) -> bytes | None:

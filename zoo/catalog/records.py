@@ -1,33 +1,44 @@
-"""Plain, JSON-ready views of catalog rows: the stable `--json` schema."""
+"""Plain, JSON-ready views of catalog rows: the stable `--json` schema.
+
+Light on purpose (no SQLAlchemy at import): the plain-SQL reader builds listing rows here too.
+"""
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from .reader import iso_time as _iso
-from .tables import LineageEdge, ModelEntry, ModelFile, Run
+if TYPE_CHECKING:
+    from .tables import LineageEdge, ModelEntry, ModelFile, Run
 
 # Keys of one `zoo ls --json` item, in order. Adding keys is allowed; renaming is not.
 LS_KEYS = ("id", "ref", "name", "version", "family", "architecture", "params", "dtype",
            "bytes", "location", "tags", "metrics", "created")
 
 
+def iso_time(value: Any) -> str | None:
+    """UTC timestamp as 'YYYY-MM-DDTHH:MM:SSZ' from a datetime or SQLite's text form."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    text = str(value)
+    return f"{text[:10]}T{text[11:19]}Z"
+
+
+def listing_row(model_id: int, name: str, version: int, family: str | None, architecture: str | None,
+                params: int | None, dtype: str | None, nbytes: int | None, location: str | None,
+                tags: list[str], metrics: dict | None, created: Any) -> dict:
+    """One `zoo ls --json` item (keys LS_KEYS, in order): the only place such a row is built,
+    whether from an ORM entry (`model_row`) or from plain-SQL tuples (`reader.ls_rows`)."""
+    return {"id": model_id, "ref": f"{name}@{version}", "name": name, "version": version, "family": family,
+            "architecture": architecture, "params": params, "dtype": dtype, "bytes": nbytes, "location": location,
+            "tags": tags, "metrics": metrics or {}, "created": iso_time(created)}
+
+
 def model_row(m: Any, tags: list[str]) -> dict:
-    """One model as a dict; `m` may be a ModelEntry or a row with the same attributes."""
-    return {
-        "id": m.id,
-        "ref": f"{m.name}@{m.version}",
-        "name": m.name,
-        "version": m.version,
-        "family": m.family,
-        "architecture": m.architecture,
-        "params": m.num_params,
-        "dtype": m.dtype,
-        "bytes": m.bytes,
-        "location": m.location,
-        "tags": sorted(tags),
-        "metrics": m.metrics or {},
-        "created": _iso(m.created_at),
-    }
+    """One model as a listing row; `m` may be a ModelEntry or a row with the same attributes."""
+    return listing_row(m.id, m.name, m.version, m.family, m.architecture, m.num_params, m.dtype, m.bytes,
+                       m.location, sorted(tags), m.metrics, m.created_at)
 
 
 def file_row(f: ModelFile) -> dict:
@@ -44,7 +55,7 @@ def run_row(r: Run) -> dict:
         "outputs": r.outputs or [],
         "cache_key": r.cache_key,
         "status": r.status,
-        "started": _iso(r.started_at),
+        "started": iso_time(r.started_at),
         "seconds": r.seconds,
         "notes": (r.timings or {}).get("notes"),
     }
