@@ -1,28 +1,18 @@
 """The operator registry: operators register by dotted name; front ends find them here.
 
-Operator packages register themselves on import; `get_operator` imports the package that
-owns a name's prefix lazily, so the core never imports an operator package at start-up.
+Operator modules register on import; `get_operator` imports the modules of the plugin that
+owns a name's prefix (`zoo.plugins`), so the core names no operator package and imports
+none at start-up.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ZooError
-
-# name prefix -> package that registers operators with that prefix
-PACKAGES = {
-    "merge": "merging",
-    "expand": "generators",
-    "generate": "generators",
-    "stitch": "stitching",
-    "learngene": "stitching",
-    "init": "zoo.training",
-    "train": "zoo.training",
-}
+from .plugins import load_operators
 
 
 class OperatorParams(BaseModel):
@@ -39,6 +29,7 @@ class Operator:
     fn: Callable[..., Any]
     summary: str = ""
     relation: str | None = None  # the Hub's base_model_relation for outputs (merge, finetune, ...)
+    default_role: str = "input"  # the lineage role of an input given without one (pipelines)
 
     def validate(self, params: dict | None) -> OperatorParams:
         """Params dict -> params model; one-line error naming the bad key and the known ones."""
@@ -66,9 +57,7 @@ def register(op: Operator) -> Operator:
 
 def get_operator(name: str) -> Operator:
     if name not in _OPERATORS:
-        package = PACKAGES.get(name.split(".", 1)[0])
-        if package:
-            importlib.import_module(package)
+        load_operators(name.split(".", 1)[0])
     try:
         return _OPERATORS[name]
     except KeyError:
@@ -76,15 +65,6 @@ def get_operator(name: str) -> Operator:
 
 
 def all_operators() -> dict[str, Operator]:
-    """Every operator, importing each operator package once."""
-    for package in sorted(set(PACKAGES.values())):
-        try:
-            importlib.import_module(package)
-        except ImportError:  # an optional package missing its extras
-            continue
+    """Every operator of every installed plugin."""
+    load_operators()
     return dict(_OPERATORS)
-
-
-def load_frontend(prefix: str):
-    """The command-line front end module of the package owning `prefix` (e.g. merging.frontend)."""
-    return importlib.import_module(f"{PACKAGES[prefix]}.frontend")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ZooError
-from . import register_task
+from .registry import register_task
 from .base import Task, device_of
 
 SPLIT_SEED = 0

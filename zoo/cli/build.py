@@ -1,4 +1,4 @@
-"""`zoo build PIPELINE.yaml`: run a variant-building pipeline (see zoo/pipeline.py)."""
+"""`zoo build PIPELINE.yaml`: run a variant-building pipeline (see zoo/pipeline/)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +6,10 @@ from typing import List, Optional
 
 import typer
 
-from .cli import app, catalog
-from .console import err, item_progress, out, print_json
+from ..command_kit import catalog, json_option
+from ..console import err, item_progress, out, print_json
+
+app = typer.Typer()
 
 
 @app.command()
@@ -17,7 +19,7 @@ def build(
     force: List[str] = typer.Option([], "--force", help="Run this step again even if cached (repeatable)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Independent steps run in parallel."),
     report_dir: Optional[Path] = typer.Option(Path("pipeline-reports"), "--reports", help="Where select steps write their reports."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    as_json: bool = json_option("Print the results as JSON."),
 ) -> None:
     """Build every step of a pipeline in dependency order. Cycles, unknown operators,
     unknown params and missing inputs are reported before anything runs; steps whose
@@ -28,8 +30,8 @@ def build(
     to the Hugging Face Hub (skipping bytes already pushed to that repo and branch).
 
     Example: zoo build examples/digits_variants.yaml --dry-run, then without --dry-run."""
-    from .errors import ZooError
-    from .pipeline import Pipeline, plan, run_pipeline
+    from ..errors import ZooError
+    from ..pipeline import Pipeline, plan, run_pipeline
 
     cat = catalog()
     pipe = Pipeline.load(pipeline_file)

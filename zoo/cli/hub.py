@@ -5,8 +5,10 @@ from typing import Optional
 
 import typer
 
-from .cli import app, catalog
-from .console import byte_progress, human_bytes, out, print_json
+from ..command_kit import catalog, json_option
+from ..console import byte_progress, human_bytes, out, print_json
+
+app = typer.Typer()
 
 
 @app.command()
@@ -16,11 +18,11 @@ def push(
     private: bool = typer.Option(False, "--private", help="Create the repository private."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Branch to push to [default: main]."),
     message: Optional[str] = typer.Option(None, "--message", "-m", help="Commit message."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: bool = json_option("Print the result as JSON."),
 ) -> None:
     """Upload a model's files and a model card carrying its lineage and recipe
     (token: HF_TOKEN or `huggingface-cli login`; endpoint: HF_ENDPOINT)."""
-    from .hub import push as do_push
+    from ..hub import push as do_push
 
     r = do_push(catalog(), ref, repo_id, private=private, revision=revision, message=message)
     if as_json:
@@ -33,11 +35,11 @@ def push(
 def pull(
     spec: str = typer.Argument(..., help="REPO_ID or REPO_ID@REVISION (branch, tag or commit)."),
     name: Optional[str] = typer.Option(None, "--name", help="Catalog name [default: the repo's name]."),
-    as_json: bool = typer.Option(False, "--json", help="Print the entry as JSON."),
+    as_json: bool = json_option("Print the entry as JSON."),
 ) -> None:
     """Download a Hub model (resumable), check every file against the Hub's sha256, and
     register it as hub:REPO@COMMIT with the lineage its card records."""
-    from .hub import pull as do_pull
+    from ..hub import pull as do_pull
 
     cat = catalog()
     with byte_progress("downloading") as advance:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .catalog import Catalog, ModelEntry, Parent
-from .errors import ZooError
-from .launch import launched_processes, on_main_process
+from ..catalog import Catalog, ModelEntry, Parent
+from ..errors import ZooError
+from ..launch import launched_processes, on_main_process
+from .spec import Pipeline, Step, StepResult
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline, Step, StepResult
 
 PARAMS = {  # step -> (required, optional) params
     "eval": ({"task"}, {"split"}),
@@ -25,7 +23,7 @@ REPO_FIELDS = {"name", "pipeline", "step"}  # what a push step's `repo` template
 EXAMPLES = {"task": "digits", "metric": "digits/val_accuracy", "repo": "my-org/{name}"}
 
 
-def check_pseudo_step(pipeline: "Pipeline", step: "Step") -> None:
+def check_pseudo_step(pipeline: Pipeline, step: Step) -> None:
     """One line for the first problem with an eval/select/push step's params."""
     where = f"step {step.name!r}"
     required, optional = PARAMS[step.op]
@@ -49,7 +47,7 @@ def check_pseudo_step(pipeline: "Pipeline", step: "Step") -> None:
         _check_repo(pipeline, step, where)
 
 
-def _check_repo(pipeline: "Pipeline", step: "Step", where: str) -> None:
+def _check_repo(pipeline: Pipeline, step: Step, where: str) -> None:
     repo = step.params["repo"]
     if not isinstance(repo, str):
         raise ZooError(f"{where}: push needs params.repo as text (e.g. my-org/{{name}})")
@@ -65,8 +63,8 @@ def _check_repo(pipeline: "Pipeline", step: "Step", where: str) -> None:
         raise ZooError(f"{where}: it can push {n} models, so repo must contain {{name}} (got {repo!r})")
 
 
-def run_pseudo_step(catalog: Catalog, pipeline: "Pipeline", step: "Step", parents: list[Parent], force: bool,
-                    report_dir: Path | None) -> "StepResult":
+def run_pseudo_step(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Parent], force: bool,
+                    report_dir: Path | None) -> StepResult:
     if step.op == "eval":
         return _eval(catalog, step, parents, force)
     if step.op == "select":
@@ -77,12 +75,11 @@ def run_pseudo_step(catalog: Catalog, pipeline: "Pipeline", step: "Step", parent
     return _push(catalog, pipeline, step, parents, force)
 
 
-def _eval(catalog: Catalog, step: "Step", parents: list[Parent], force: bool) -> "StepResult":
+def _eval(catalog: Catalog, step: Step, parents: list[Parent], force: bool) -> StepResult:
     """Score each input on the task. An entry never changes, so one that already holds the
     task's headline metric on this split is not scored again (unless forced)."""
-    from .pipeline import StepResult
-    from .tasks import get_task
-    from .training import evaluate, split_metrics
+    from ..tasks import get_task
+    from ..training import evaluate, split_metrics
 
     task_spec, split = step.params["task"], step.params.get("split", "test")
     task = get_task(task_spec)
@@ -103,19 +100,18 @@ def _eval(catalog: Catalog, step: "Step", parents: list[Parent], force: bool) ->
 def _flops(catalog: Catalog, entry: ModelEntry) -> int:
     """Forward FLOPs of one example, computed once and kept as the entry's `flops` metric."""
     if "flops" not in (entry.metrics or {}):
-        from .cost import forward_flops
+        from ..cost import forward_flops
 
         catalog.set_metrics(entry.id, {"flops": forward_flops(catalog.open(entry))})
         entry = catalog.get(entry.id)
     return int(entry.metrics["flops"])
 
 
-def _select(catalog: Catalog, pipeline: "Pipeline", step: "Step", parents: list[Parent],
-            report_dir: Path | None) -> "StepResult":
+def _select(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Parent],
+            report_dir: Path | None) -> StepResult:
     """Keep the best model by a metric, or the Pareto front of the metric against a cost
     (params or FLOPs); write a report (Markdown table, PNG, JSON) into `report_dir`."""
-    from .pipeline import StepResult
-    from .pipeline_report import write_report
+    from .report import write_report
 
     metric, mode = step.params["metric"], step.params.get("mode", "best")
     cost = step.params.get("cost", "params")
@@ -153,12 +149,11 @@ def _recorded_push(entry: ModelEntry, repo_id: str, revision: str) -> dict | Non
     return None
 
 
-def _push(catalog: Catalog, pipeline: "Pipeline", step: "Step", parents: list[Parent], force: bool) -> "StepResult":
+def _push(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Parent], force: bool) -> StepResult:
     """Push each input to the Hub repo its template names. An input whose card already records
     a push of the same digest to that repo and branch is reused, so a rebuild makes no new
     commits; `--force STEP` pushes again."""
-    from .hub import push
-    from .pipeline import StepResult
+    from ..hub import push
 
     params = step.params
     revision = params.get("revision") or "main"

@@ -1,4 +1,8 @@
-"""The `zoo` command: browse and manage the catalog; operators plug in as sub-commands.
+"""The `zoo` command: the root Typer app, its command groups, and plugins' commands.
+
+The catalog commands live in this package (one module per group of commands); operator
+packages and the TUI add theirs through the `weightzoo.plugins` entry point
+(`zoo.plugins`), so this front end names no operator package.
 
 Every error a user can cause prints one line (`error: ...`) and exits non-zero;
 `--debug` (or ZOO_DEBUG=1) shows the traceback instead.
@@ -12,7 +16,10 @@ from typing import Optional
 import click
 import typer
 
-from .errors import ZooError
+from ..command_kit import choose_catalog
+from ..errors import ZooError
+from ..plugins import broken, install_commands
+from . import build, catalog, hub, models
 
 app = typer.Typer(
     name="zoo",
@@ -23,26 +30,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_state: dict = {"catalog": None}
-
-
-def catalog():
-    """The catalog chosen by --catalog / $ZOO_CATALOG / ./catalog.db (opened once)."""
-    from .catalog import Catalog
-
-    if not isinstance(_state.get("open"), Catalog):
-        _state["open"] = Catalog(_state["catalog"])
-    return _state["open"]
-
-
-def catalog_target() -> str | None:
-    """What the user named with --catalog / $ZOO_CATALOG (None: the default)."""
-    return _state["catalog"]
-
 
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .. import __version__
 
         typer.echo(f"weightzoo {__version__}")
         raise typer.Exit()
@@ -55,18 +46,14 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    _state["catalog"] = catalog_
-    _state.pop("open", None)
+    choose_catalog(catalog_)
 
 
-# --- catalog commands are defined in zoo.commands; operator packages add their own ---
-from . import commands  # noqa: E402,F401  (registers the core commands on `app`)
-from . import commands_stitch  # noqa: E402,F401  (zoo stitch / zoo learngene)
-from . import commands_population  # noqa: E402,F401  (zoo population)
-from . import commands_generate  # noqa: E402,F401  (zoo generate)
-from . import commands_tui  # noqa: E402,F401  (zoo tui)
-from . import commands_hub  # noqa: E402,F401  (zoo push / zoo pull)
-from . import commands_build  # noqa: E402,F401  (zoo build)
+for _group in (catalog, models, hub, build):  # the core's commands, in the order `zoo --help` lists them
+    app.add_typer(_group.app)
+
+
+install_commands(app)  # every plugin's commands: merge, expand, stitch, learngene, generate, tui, ...
 
 
 def _wants_debug(argv: list[str]) -> bool:
@@ -76,6 +63,8 @@ def _wants_debug(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn user errors into one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    for problem in broken():  # a broken plugin is a bug in that package: say so, run without it
+        typer.echo(f"warning: {problem}", err=True)
     try:
         rc = app(args=argv, prog_name="zoo", standalone_mode=False)
         return rc if isinstance(rc, int) else 0  # click returns Exit codes in this mode

@@ -1,0 +1,73 @@
+"""What every command module shares, whether it lives in `zoo.cli` or in an operator
+package's plugin: the catalog the user chose on the root command, and the option
+vocabulary (`--json`, `--out`, `--tag`, `--seed`, `--device`, `--no-cache`) defined once
+so every command spells and explains them the same way.
+
+Core on purpose: operator packages add commands without importing the front end.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+_state: dict[str, Any] = {"target": None, "open": None}
+
+DEVICE_HELP = "Where the tensor math runs: cpu, cuda (every visible GPU, tensors dealt out), cuda:N, auto, or a list."
+
+
+def choose_catalog(target: str | None) -> None:
+    """Called by the root command with --catalog / $ZOO_CATALOG (None: ./catalog.db)."""
+    _state["target"] = target
+    _state["open"] = None
+
+
+def catalog() -> "Catalog":
+    """The catalog the user chose, opened on first use."""
+    from .catalog import Catalog
+
+    if not isinstance(_state["open"], Catalog):
+        _state["open"] = Catalog(_state["target"])
+    return _state["open"]
+
+
+def catalog_target() -> str | None:
+    """What the user named with --catalog / $ZOO_CATALOG (None: the default)."""
+    return _state["target"]
+
+
+# --- the shared options: each a factory so a command can say what the flag means for it ---
+def json_option(help: str = "Print the result as JSON.") -> Any:
+    return typer.Option(False, "--json", help=help)
+
+
+def out_option(help: str = "Catalog name of the result.") -> Any:
+    return typer.Option(None, "--out", "-o", help=help)
+
+
+def tag_option(help: str = "Tag for the result (repeatable).") -> Any:
+    return typer.Option([], "--tag", "-t", help=help)
+
+
+def seed_option(help: str = "Random seed.", default: int = 0) -> Any:
+    return typer.Option(default, "--seed", help=help)
+
+
+def device_option(help: str = DEVICE_HELP) -> Any:
+    return typer.Option("cpu", "--device", help=help)
+
+
+def no_cache_option(help: str = "Run again even if the same run was recorded.") -> Any:
+    return typer.Option(False, "--no-cache", help=help)
+
+
+def fmt_metric(v: Any) -> str:
+    """A metric value as commands print it."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def metrics_line(metrics: dict | None) -> str:
+    return ", ".join(f"{k}={fmt_metric(v)}" for k, v in (metrics or {}).items())
