@@ -1,4 +1,6 @@
-"""Shared fixtures: small real Hugging Face checkpoints built locally, and a fresh catalog."""
+"""Shared fixtures: small real Hugging Face checkpoints built locally, a fresh catalog, the
+`zoo` command in process, and a local Hub server. Helpers that are not fixtures live in
+the `tests.helpers` package."""
 from __future__ import annotations
 
 import os
@@ -7,26 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.models import HUB_TOKEN, tiny_llama, tiny_vit
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
-def tiny_llama(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return LlamaForCausalLM(cfg).eval()
-
-
-def tiny_vit(seed: int = 0):
-    from transformers import ViTConfig, ViTForImageClassification
-
-    torch.manual_seed(seed)
-    cfg = ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32, num_hidden_layers=2,
-                    num_attention_heads=4, intermediate_size=64, num_labels=10)
-    return ViTForImageClassification(cfg).eval()
+# The test models are tiny and launch-bound: one intra-op thread is faster, does not
+# spin-wait against other processes, and makes float results independent of the core count.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -73,15 +62,12 @@ def catalog(tmp_path: Path):
     return Catalog(tmp_path / "catalog.db", store=tmp_path / "store")
 
 
-HUB_TOKEN = "hf_weightzoo_secret_token_123"
-
-
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """A local Hub-compatible server (tests/hub_server.py) that huggingface-hub talks to,
     with a token and a private HF_HOME, online for this test only."""
     import huggingface_hub.constants as hc
-    from hub_server import HubServer
+    from tests.helpers.hub_server import HubServer
 
     with HubServer() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
@@ -90,13 +76,3 @@ def hub(monkeypatch, tmp_path):
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
         yield server
-
-
-def perturbed_copy(src: Path, dst: Path, delta: float = 0.01) -> Path:
-    """A 'fine-tune' of a checkpoint: same config, every float tensor shifted."""
-    from zoo import Checkpoint, save_tensors
-
-    ckpt = Checkpoint.open(src)
-    tensors = {n: ckpt.get(n).clone() + delta for n in ckpt.names()}
-    save_tensors(dst, tensors, config=ckpt.config)
-    return dst

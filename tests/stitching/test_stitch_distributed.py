@@ -2,13 +2,17 @@
 the same sampled configuration each step, gradients are averaged, weights stay identical."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).parent / "scripts" / "stitch_train_ddp.py"
+pytestmark = pytest.mark.slow  # every test here starts several processes
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "stitch_train_ddp.py"
 
 
 def test_training_runs_in_two_cpu_processes(tmp_path):
@@ -27,7 +31,7 @@ def test_training_runs_in_two_cpu_processes(tmp_path):
 def test_training_operators_run_in_two_cpu_processes(tmp_path):
     """`zoo train`, Learngene Pool distillation and weight-generator training share the loop."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    script = Path(__file__).parent / "scripts" / "train_ddp.py"
+    script = Path(__file__).parents[1] / "scripts" / "train_ddp.py"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
            str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

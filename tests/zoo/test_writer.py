@@ -11,7 +11,7 @@ from transformers import LlamaForCausalLM
 from zoo import Checkpoint, CheckpointWriter, TensorSpec, save_tensors
 from zoo.errors import MismatchError, ZooError
 
-from conftest import tiny_llama
+from tests.helpers.models import tiny_llama
 
 
 def test_sharded_output_with_index_and_metadata(tmp_path):

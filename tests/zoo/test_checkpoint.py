@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from zoo import Checkpoint
 from zoo.errors import CorruptCheckpointError, NotFoundError
 
-from conftest import tiny_llama
+from tests.helpers.models import tiny_llama
 
 
 def test_hf_folder_names_shapes_without_loading(llama_dir):

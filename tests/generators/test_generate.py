@@ -9,7 +9,7 @@ from generators.wgen.generator import WeightGenerator
 from generators.wgen.layout import Normaliser, WeightLayout
 from zoo.errors import ZooError
 
-from conftest import tiny_vit
+from tests.helpers.models import tiny_vit
 
 
 def test_flatten_unflatten_round_trips_exactly():

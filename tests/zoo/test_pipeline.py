@@ -130,7 +130,7 @@ def test_select_against_flops_counts_them_like_a_hand_count(catalog, tmp_path):
 def test_example_pipeline_is_valid(catalog):
     from pathlib import Path
 
-    example = Path(__file__).resolve().parent.parent / "examples" / "digits_variants.yaml"
+    example = Path(__file__).resolve().parents[2] / "examples" / "digits_variants.yaml"
     steps = {s["step"]: s for s in plan(catalog, Pipeline.load(example))}
     assert {"merged", "wider", "stitched", "generated", "best"} <= set(steps)
     assert steps["merged"]["runs"] == 3 and steps["generated"]["runs"] == 2

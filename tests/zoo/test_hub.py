@@ -12,8 +12,8 @@ import torch
 from zoo import Catalog, Parent
 from zoo.errors import ZooError
 
-from conftest import HUB_TOKEN as TOKEN
-from conftest import perturbed_copy
+from tests.helpers.models import HUB_TOKEN as TOKEN
+from tests.helpers.models import perturbed_copy
 
 
 @pytest.fixture
@@ -87,6 +87,7 @@ def test_tampered_file_is_refused(hub, tmp_path, source):
     assert other.ls() == [] and _store_left(other) == []
 
 
+@pytest.mark.slow
 def test_network_error_mid_download_registers_nothing(hub, tmp_path, source):
     from zoo.hub import pull, push
 

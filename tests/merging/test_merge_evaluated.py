@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_vit
+from tests.helpers.models import tiny_vit
 
 import merging
 from merging.apply import apply
-from merging.evaluated import (
-    atlas,
-    atlas_objective,
-    atlas_state,
-    greedy_soup,
-    lambda_search,
-    task_vectors_of,
-)
+from merging.methods.atlas import atlas, atlas_objective, atlas_state, task_vectors_of
+from merging.methods.greedy_soup import greedy_soup
+from merging.methods.lambda_search import lambda_search
 from zoo import Catalog
 from zoo.errors import ZooError
 from zoo.tasks import get_task
@@ -101,6 +96,7 @@ def test_atlas_gradients_match_finite_differences(unsupervised):
 
 
 # ----- on the digits zoo -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_atlas_training_improves_its_objective_and_registers_the_merge(zoo):
     cat = zoo["cat"]
     ck, report = atlas(cat, zoo["base"], [zoo["lo"], zoo["hi"]], "digits", steps=25, lr=0.02, examples=64,

@@ -11,15 +11,15 @@ import torch.nn.functional as F
 
 from zoo.catalog import Parent
 from zoo.errors import ZooError
-from zoo.families import family_of, get_family
-from zoo.families.stitched_net import StitchedNetwork, StitchLayer
+from zoo.families import PRESETS, family_of, get_family
 from zoo.runner import run_operator
 from zoo.tasks import get_task
-from zoo.training import PRESETS, new_model
+from zoo.training import new_model
 
 from stitching.configs import enumerate_configs, snnet_v1, snnet_v2, stitch_shapes, window_stitches
 from stitching.lsinit import init_stitches, least_squares
 from stitching.measure import config_flops, measure, near_interpolation, pareto_front
+from stitching.network import StitchedNetwork, StitchLayer
 from stitching.snnet import build_network, flops_sampler
 
 VIT = get_family("vit")

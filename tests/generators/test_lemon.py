@@ -4,48 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                          ViTConfig, ViTForImageClassification)
 
 from generators.expansion import FILL, depth_plan, lemon_stream_map, split
+from tests.helpers.models import expandable_model
 from zoo import Parent
 from zoo.errors import ZooError
 from zoo.families import family_of
 from zoo.runner import run_operator
 
 
-def _perturb_norms(model):
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "norm" in n.lower() or "ln_" in n:
-                p.add_(torch.randn_like(p) * 0.2)  # non-trivial gamma/beta
-    return model.eval()
-
-
-def make(family: str, dtype=torch.float32):
-    torch.manual_seed(0)
-    if family == "llama":
-        m = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64))
-        target = dict(hidden_size=56, num_heads=8, intermediate_size=100, num_layers=4)  # 56 = 1x32 + 24
-    elif family == "gpt2":
-        m = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=50, n_positions=16,
-                                       bos_token_id=0, eos_token_id=0))
-        target = dict(hidden_size=56, num_layers=4)  # 7 heads of 8
-    elif family == "vit":
-        m = ViTForImageClassification(ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32,
-                                                num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                                num_labels=10))
-        target = dict(hidden_size=72, intermediate_size=100, num_layers=3)  # 72 = 2x32 + 8
-    else:
-        m = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                 vocab_size=50, max_position_embeddings=16))
-        target = dict(hidden_size=64, intermediate_size=100)  # post-LN: multiples only, no depth
-    return _perturb_norms(m).to(dtype), target
-
-
 def expand_and_compare(tmp_path, catalog, family, method="lemon", dtype=torch.float32, **override):
-    model, target = make(family, dtype)
+    model, target = expandable_model(family, dtype)
     target.update(override)
     model.save_pretrained(tmp_path / family)
     src = catalog.add(tmp_path / family).entry
@@ -107,7 +76,7 @@ def _one_sgd_step(model, x, lr=0.1):
 @pytest.mark.parametrize("method,diverge", [("lemon", True), ("net2net", False)])
 def test_duplicated_neurons_after_one_step(tmp_path, catalog, method, diverge):
     """LEMON's asymmetric splits break symmetry; Net2Net's equal splits do not."""
-    model, _ = make("vit")
+    model, _ = expandable_model("vit")
     model.save_pretrained(tmp_path / "vit")
     src = catalog.add(tmp_path / "vit").entry
     out = run_operator(catalog, f"expand.{method}", [Parent(src.id, "source")], {"intermediate_size": 128},
@@ -169,7 +138,7 @@ def test_expand_cli(tmp_path, capsys, monkeypatch):
     from zoo.cli import main
 
     monkeypatch.setenv("ZOO_CATALOG", str(tmp_path / "c.db"))
-    model, _ = make("gpt2")
+    model, _ = expandable_model("gpt2")
     model.save_pretrained(tmp_path / "g")
     assert main(["add", str(tmp_path / "g"), "--name", "g"]) == 0
     assert main(["expand", "g", "--method", "lemon", "--hidden-size", "64", "--num-layers", "3", "--out", "g-big"]) == 0

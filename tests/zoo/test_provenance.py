@@ -7,7 +7,7 @@ import pytest
 from zoo import Parent, RunRecord, save_tensors
 from zoo.provenance import lineage_graph, recipe, render_tree, to_dot, to_png
 
-from conftest import perturbed_copy
+from tests.helpers.models import perturbed_copy
 
 
 @pytest.fixture

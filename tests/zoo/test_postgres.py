@@ -4,6 +4,7 @@ Skipped where PostgreSQL or psycopg is not installed."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import shutil
 import socket
 import subprocess
@@ -49,7 +50,7 @@ def pg_url():
 
 
 def test_catalog_operations_on_postgres(pg_url, tmp_path, llama_dir):
-    from conftest import perturbed_copy
+    from tests.helpers.models import perturbed_copy
     from zoo import Catalog, Parent
     from zoo.training import new_model
 
@@ -70,12 +71,13 @@ def test_catalog_operations_on_postgres(pg_url, tmp_path, llama_dir):
     assert all(v.ok for v in cat.verify(ft.ref))
 
 
+@pytest.mark.slow
 def test_concurrent_writers_from_several_processes(pg_url, tmp_path, llama_dir):
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
-        from conftest import perturbed_copy
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from tests.helpers.models import perturbed_copy
         from zoo import Catalog
         worker = int(sys.argv[1])
         cat = Catalog({pg_url!r}, store={str(tmp_path / 'store')!r})

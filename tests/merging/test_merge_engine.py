@@ -17,7 +17,7 @@ from zoo.card import read_card_recipe
 from zoo.cli import main
 from zoo.errors import MismatchError, ZooError
 
-from conftest import perturbed_copy
+from tests.helpers.models import perturbed_copy
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from zoo.catalog.records import LS_KEYS
 
-from conftest import perturbed_copy
+from tests.helpers.models import perturbed_copy
 
 
 

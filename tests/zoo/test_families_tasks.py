@@ -16,7 +16,7 @@ from zoo.families import FAMILIES, Axis, family_of
 from zoo.tasks import get_task
 from zoo.training import evaluate, new_model, train
 
-from conftest import tiny_llama, tiny_vit
+from tests.helpers.models import tiny_llama, tiny_vit
 
 
 def _saved(tmp_path, name, model):
@@ -93,6 +93,32 @@ def test_unknown_architecture_names_the_supported(tmp_path):
     assert set(FAMILIES) == {"llama", "gpt2", "bert", "vit", "timm_vit", "stitched", "zoo_mlp"}
 
 
+def test_a_family_is_one_registration(monkeypatch):
+    """A third-party family: registered once, every lookup (detection, presets, catalog
+    labels, layer naming) sees it; architectures without a family get generic answers."""
+    from zoo.families import (Family, PRESETS, catalog_label, detect, get_family, layer_index, num_layers,
+                              register_family, registry)
+
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))
+
+    class Toy(Family):
+        name = "toy"
+        architectures = ("ToyModel",)
+        presets = {"toy-tiny": {"width": 4}}
+
+        @classmethod
+        def matches(cls, config, names):
+            return "toy.cell.0.w" in names
+
+    register_family(Toy())
+    assert get_family("toy").name == "toy" and detect(None, ["toy.cell.0.w"]).name == "toy"
+    assert catalog_label(None, ["toy.cell.0.w"]) == ("toy", "ToyModel")
+    assert catalog_label({"model_type": "mistral"}, ["toy.cell.0.w"]) == ("mistral", None)
+    assert PRESETS["toy-tiny"] == {"family": "toy", "width": 4}
+    assert layer_index("model.layers.7.mlp.w") == 7 and layer_index("lm_head.weight") is None
+    assert num_layers({"n_layer": 3}, []) == 3 and num_layers(None, ["blocks.4.x", "h.1.y"]) == 5
+
+
 def test_digits_task_splits_and_subsets():
     full, low = get_task("digits"), get_task("digits:0-4")
     xtr, ytr = full.split("train")
@@ -106,6 +132,7 @@ def test_digits_task_splits_and_subsets():
         get_task("imagenet")
 
 
+@pytest.mark.slow
 def test_new_train_eval_real_learning(catalog):
     """A tiny ViT learns digits, a tiny GPT-2 learns Python text: metrics improve and are stored."""
     vit = new_model(catalog, "vit-ti", "vit", seed=0).entry

@@ -14,11 +14,13 @@ import stitching.sws  # noqa: F401  (registers learngene.sws and learngene.expan
 from stitching.sws import build_auxiliary, expand_learngene, load_auxiliary, sws
 from zoo import Catalog
 from zoo.errors import ZooError
-from zoo.families import get_family
+from zoo.families import PRESETS, get_family
 from zoo.tasks import get_task
-from zoo.training import PRESETS, TrainParams, evaluate, new_model, train, train_model
+from zoo.training import TrainParams, evaluate, new_model, train, train_model
 
-TEACHER_STEPS, GENE_STEPS = 200, 150  # measured on digits: teacher 0.74, auxiliary 0.67-0.79
+# Measured on digits with one thread: teacher 0.73; the learngene 0.56 at lr 1e-3 (the
+# command's default; 3e-3 reached only 0.26 with this torch/transformers).
+TEACHER_STEPS, GENE_STEPS, GENE_LR = 200, 150, 1e-3
 
 
 def _vit_config(**changes) -> dict:
@@ -37,7 +39,7 @@ def zoo_sws(tmp_path_factory):
     cat = Catalog(root / "catalog.db", store=root / "store")
     raw = new_model(cat, "vit-s", "vit-s").entry
     teacher = train(cat, raw.id, "digits", "teacher", steps=TEACHER_STEPS, lr=3e-3, batch_size=64).entry
-    gene = sws(cat, teacher.id, "digits", "gene", stages=3, stage_length=2, steps=GENE_STEPS, lr=3e-3,
+    gene = sws(cat, teacher.id, "digits", "gene", stages=3, stage_length=2, steps=GENE_STEPS, lr=GENE_LR,
                batch_size=64).entry
     return cat, teacher, gene
 
@@ -75,10 +77,11 @@ def test_auxiliary_layers_share_weights_and_gradients():
         assert torch.equal(a, b) and torch.equal(b, c)
 
 
+@pytest.mark.slow
 def test_learngene_checkpoint_metrics_and_lineage(zoo_sws):
     cat, teacher, gene = zoo_sws
     assert teacher.metrics["digits/accuracy"] > 0.6
-    assert gene.metrics["digits/accuracy"] >= 0.4  # chance 0.1; measured 0.67 (2 threads), 0.79 (1)
+    assert gene.metrics["digits/accuracy"] >= 0.4  # chance 0.1; measured 0.56
     assert gene.metrics["train_seconds"] > 0
     ckpt = cat.open(gene)
     assert gene.config["num_hidden_layers"] == 3 and gene.config["sws_stage_lengths"] == [2, 2, 2]
@@ -90,6 +93,7 @@ def test_learngene_checkpoint_metrics_and_lineage(zoo_sws):
     assert cat.producing_run(gene).operator == "learngene.sws"
 
 
+@pytest.mark.slow
 def test_expand_to_training_depths_is_the_auxiliary_model(zoo_sws):
     cat, teacher, gene = zoo_sws
     big = expand_learngene(cat, gene.id, [2, 2, 2], "student-222").entry
@@ -108,6 +112,7 @@ def test_expand_to_training_depths_is_the_auxiliary_model(zoo_sws):
     assert [a.id for a in cat.ancestors(big)] == sorted([gene.id, teacher.id, cat.parents(teacher)[0][1].id])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depths", [[1, 1, 1], [3, 1, 2]])
 def test_expand_to_other_depths(zoo_sws, depths):
     cat, _, gene = zoo_sws
@@ -127,6 +132,7 @@ def test_expand_to_other_depths(zoo_sws, depths):
     assert 0.0 <= acc <= 1.0 and math.isfinite(acc)
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_clear_errors_and_register_nothing(zoo_sws):
     cat, teacher, gene = zoo_sws
     count = cat.count()

@@ -12,7 +12,7 @@ import torch
 from zoo import Catalog, Checkpoint, Parent
 from zoo.errors import CatalogError, NotFoundError, RefusedError, ZooError
 
-from conftest import perturbed_copy
+from tests.helpers.models import perturbed_copy
 
 
 def test_add_records_facts(catalog, llama_dir):
@@ -141,6 +141,30 @@ def test_catalog_from_env_and_url(tmp_path, monkeypatch):
     assert Catalog(f"sqlite:///{tmp_path / 'url.db'}").where == str(tmp_path / "url.db")
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://user:s3cret@db.example/zoo", "postgresql://user:p%40ss@host:5432/zoo?sslmode=require",
+    "mysql+pymysql://u:s3cret@[::1]:3306/zoo", "postgresql://:s3cret@host/zoo", "postgresql://user@host/zoo",
+    "postgresql://host/zoo",
+])
+def test_where_never_shows_a_password(url):
+    """`Catalog.where` (printed by `zoo init`, in messages and the TUI title) masks the
+    password exactly as SQLAlchemy does, without importing it."""
+    from types import SimpleNamespace
+
+    from sqlalchemy.engine import make_url
+
+    where = Catalog.where.fget(SimpleNamespace(url=url))
+    assert where == make_url(url).render_as_string(hide_password=True)
+    assert "s3cret" not in where and "p%40ss" not in where
+
+
+def test_unreachable_server_error_hides_the_password():
+    pytest.importorskip("psycopg")
+    with pytest.raises(CatalogError) as info:
+        Catalog("postgresql+psycopg://user:s3cret@127.0.0.1:1/zoo?connect_timeout=2")
+    assert "s3cret" not in str(info.value) and "user:***@127.0.0.1:1/zoo" in str(info.value)
+
+
 def test_sqlite_is_wal_with_foreign_keys(catalog):
     con = sqlite3.connect(catalog.where)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -160,6 +184,7 @@ def _writer(args):
     return True
 
 
+@pytest.mark.slow
 def test_concurrent_writers_do_not_fail(tmp_path, llama_dir):
     folders = []
     for k in range(4):

@@ -14,8 +14,8 @@ from zoo.devices import resolve_devices, workers_for
 from zoo.errors import ZooError
 from zoo.runner import run_operator
 
-from conftest import perturbed_copy
-from test_lemon import make
+from tests.helpers.models import perturbed_copy
+from tests.helpers.models import expandable_model
 
 CPU = torch.device("cpu")
 TWO = [torch.device("cpu"), torch.device("cpu", 0)]  # two distinct devices that exist everywhere
@@ -71,7 +71,7 @@ def test_a_merge_spread_over_devices_is_the_same_merge(catalog, llama_dir, tmp_p
 
 
 def test_an_expansion_spread_over_devices_is_the_same_lossless_model(catalog, tmp_path, request):
-    model, target = make("llama")
+    model, target = expandable_model("llama")
     model.save_pretrained(tmp_path / "llama")
     src = catalog.add(tmp_path / "llama").entry
     one = catalog.open(run_operator(catalog, "expand.lemon", [Parent(src.id, "source")], target, "one").entry)
@@ -90,7 +90,7 @@ def test_on_the_gpu_merges_and_expansions_match_the_cpu(catalog, llama_dir, tmp_
     gpu = merging.merge("ties", out="gpu", reuse=False, device="cuda", **kwargs)
     for n in cpu.names():
         torch.testing.assert_close(gpu.get(n), cpu.get(n), rtol=1e-6, atol=1e-6)
-    model, target = make("llama")
+    model, target = expandable_model("llama")
     model.save_pretrained(tmp_path / "llama")
     src = catalog.add(tmp_path / "llama").entry
     one = catalog.open(run_operator(catalog, "expand.lemon", [Parent(src.id, "source")], target, "one").entry)

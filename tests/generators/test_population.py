@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
+from zoo.card import read_card_recipe
 from zoo.errors import ZooError
+from generators.wgen.family import mlp_config
 from zoo.families import Axis, family_of, get_family
-from zoo.families.mlp import mlp_config
 from zoo.tasks import get_task
 from zoo.tasks.digits import label_permutation
 
@@ -139,15 +140,19 @@ def test_population_entries_tags_metrics_runs_and_reload(pop):
                                          "pop-digits-1_4_7-s1"]
     listed = population(catalog, "pop")
     assert [(e.id, t) for e, t in listed] == [(e.id, t) for e, t in zip(entries, [TASKS[0]] * 2 + [TASKS[1]] * 2)]
-    runs = {r.outputs[0]["id"]: r for r in catalog.runs()}
+    run = catalog.producing_run(entries[0])  # one run made them all, with a cache key
+    assert (run.operator, run.operator_version) == ("generate.population", "1") and run.cache_key
+    assert run.params == {"tasks": TASKS, "seeds": SEEDS, "steps": STEPS, "lr": LR, "batch_size": BATCH,
+                          "init_seed": 0, "layer_sizes": [64, 32, 10], "prefix": "pop"}
+    assert [o["id"] for o in run.outputs] == [e.id for e in entries]
     init = {n: p.detach() for n, p in initial_model().named_parameters()}
-    for (entry, task_spec), seed in zip(listed, SEEDS * 2):
+    for (entry, task_spec), seed, out in zip(listed, SEEDS * 2, run.outputs):
         assert catalog.tags_of(entry) == sorted(["pop", f"task={task_spec}"])
         assert set(entry.metrics) == {f"{task_spec}/accuracy", f"{task_spec}/loss"} and entry.family == "zoo_mlp"
-        run = runs[entry.id]
-        assert (run.operator, run.operator_version) == ("train.population", "1")
-        assert run.params == {"task": task_spec, "seed": seed, "steps": STEPS, "lr": LR, "batch_size": BATCH,
-                              "init_seed": 0, "layer_sizes": [64, 32, 10]}
+        assert catalog.producing_run(entry).id == run.id and out["detail"] == {"task": task_spec, "seed": seed}
+        ckpt = catalog.open(entry)  # card and provenance metadata written through the runner
+        assert read_card_recipe((ckpt.root / "README.md").read_text())["operator"] == "generate.population"
+        assert json.loads(ckpt.metadata["weightzoo"])["output"] == {"task": task_spec, "seed": seed}
         fam, config = family_of(catalog.open(entry.ref))
         model = fam.load(catalog.open(entry.ref))
         got = get_task(task_spec).evaluate(model, config)
@@ -210,6 +215,20 @@ def test_population_command_bad_task_is_one_line(run):
 def test_population_models_show_their_run(catalog):
     from generators.zoo_builder import build_population
 
-    entry = build_population(catalog, ["digits:0-4"], [0], steps=3, prefix="p")[0]
-    run = catalog.show(entry.ref)["run"]
-    assert run["operator"] == "train.population" and run["params"]["task"] == "digits:0-4"
+    entries = build_population(catalog, ["digits:0-4"], [0, 1], steps=3, prefix="p")
+    for entry, seed in zip(entries, (0, 1)):
+        run = catalog.show(entry.ref)["run"]
+        assert run["operator"] == "generate.population" and run["params"]["tasks"] == ["digits:0-4"]
+        assert run["outputs"][seed]["ref"] == entry.ref and run["outputs"][seed]["detail"]["seed"] == seed
+
+
+def test_the_same_population_again_is_a_cache_hit(catalog):
+    from generators.zoo_builder import build_population
+
+    first = build_population(catalog, ["digits:0-4", "digits:perm1"], [0], steps=3, prefix="p")
+    timings: dict = {}
+    again = build_population(catalog, ["digits:0-4", "digits:perm1"], [0], steps=3, prefix="p", timings=timings)
+    assert [e.id for e in again] == [e.id for e in first] and catalog.count() == 2 and len(catalog.runs()) == 1
+    assert timings == {"data": 0.0, "train": 0.0, "evaluate": 0.0, "register": 0.0}
+    other = build_population(catalog, ["digits:0-4", "digits:perm1"], [0], steps=4, prefix="p")
+    assert [e.version for e in other] == [2, 2] and catalog.count() == 4
