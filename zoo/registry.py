@@ -22,6 +22,24 @@ class OperatorParams(BaseModel):
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """One input role an operator takes, and how many models may play it (`most=None`: no
+    upper bound). The runner checks these before any work; pipelines check them at
+    `--dry-run`."""
+
+    role: str
+    least: int = 1
+    most: int | None = 1
+
+    def describe(self) -> str:
+        if self.most == self.least:
+            return f"exactly {self.least} {self.role}"
+        if self.most is None:
+            return f"{self.least} or more {self.role}"
+        return f"{self.least} to {self.most} {self.role}"
+
+
+@dataclass(frozen=True)
 class Operator:
     name: str
     version: str
@@ -30,6 +48,7 @@ class Operator:
     summary: str = ""
     relation: str | None = None  # the Hub's base_model_relation for outputs (merge, finetune, ...)
     default_role: str = "input"  # the lineage role of an input given without one (pipelines)
+    inputs: tuple[InputSpec, ...] = ()  # the roles it takes and how many of each (the contract)
 
     def validate(self, params: dict | None) -> OperatorParams:
         """Params dict -> params model; one-line error naming the bad key and the known ones."""
