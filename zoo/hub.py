@@ -13,14 +13,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .card import hub_id, model_card, read_card_recipe
+from .card import front_matter, hub_id, model_card, read_card_recipe
 from .catalog import Catalog, ModelEntry, Parent
 from .errors import ZooError
 from .families import hub_library
+from .writer import disk_full
 
 
 @dataclass
@@ -56,6 +58,10 @@ def _hub_errors(action: str):
             raise
         except Exception as e:  # noqa: BLE001 - hub client and transport errors vary by version
             from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+            full = disk_full(e, e.filename or "the download folder") if isinstance(e, OSError) else None
+            if full is not None:
+                raise ZooError(f"{action}: {full}") from None
 
             if isinstance(e, RepositoryNotFoundError):
                 raise ZooError(f"{action}: repository not found (or no access with the current token)") from None
@@ -161,17 +167,49 @@ def _check(path: Path, sha256: str | None, blob_id: str | None, name: str) -> No
         raise ZooError(f"{name}: the Hub reports no checksum for this file; refusing it")
 
 
+@contextmanager
+def _quiet_retries():
+    """huggingface-hub logs every retry of a cut download as a warning (a dozen lines before
+    the error): keep them out of the terminal; the one-line error names the URL."""
+    import logging
+
+    log = logging.getLogger("huggingface_hub")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _download(action: str, repo_id: str, rel: str, commit: str, target: Path, cache: Path,
+              token: str | None) -> Path:
+    """One file of a pull; a transport failure (after huggingface-hub's retries) as one line
+    naming the URL. HTTP answers (not found, forbidden) are left to `_hub_errors`."""
+    from huggingface_hub import hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    try:
+        return Path(hf_hub_download(repo_id, rel, revision=commit, local_dir=target, cache_dir=cache,
+                                    endpoint=endpoint, token=token))
+    except (ZooError, HfHubHTTPError):
+        raise
+    except Exception as e:  # noqa: BLE001 - transport errors differ between huggingface-hub versions
+        if isinstance(e, OSError) and disk_full(e, target) is not None:
+            raise
+        url = hf_hub_url(repo_id, rel, revision=commit, endpoint=endpoint)
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ZooError(f"{action}: downloading {url} failed ({reason}); check the connection and run again "
+                       "(nothing was registered)") from None
+
+
 def lineage_from_card(catalog: Catalog, card_text: str) -> list[Parent]:
     """Parents named in a weightzoo card that this catalog has: by content digest, else by
     the Hub id the card gives (`base_model`) among models pulled from the Hub."""
-    import yaml
-
     recipe = read_card_recipe(card_text) or {}
-    try:
-        front = yaml.safe_load(card_text.split("---", 2)[1]) if card_text.startswith("---") else {}
-    except yaml.YAMLError:
-        front = {}
-    hub_ids = (front or {}).get("base_model") or []
+    front = front_matter(card_text)  # size- and alias-limited: the card comes from the Hub
+    hub_ids = front.get("base_model") or []
     hub_ids = [hub_ids] if isinstance(hub_ids, str) else hub_ids
     pulled = {}
     for row in catalog.ls():
@@ -189,8 +227,6 @@ def lineage_from_card(catalog: Catalog, card_text: str) -> list[Parent]:
 
 def pull(catalog: Catalog, spec: str, *, name: str | None = None, token: str | None = None,
          progress: Callable[[int], None] | None = None) -> PullResult:
-    from huggingface_hub import hf_hub_download
-
     repo_id, rev = parse_spec(spec)
     api = _api(token)
     with _hub_errors(f"pull {spec}"):
@@ -208,10 +244,9 @@ def pull(catalog: Catalog, spec: str, *, name: str | None = None, token: str | N
     try:
         if progress is not None and hasattr(progress, "set_total"):
             progress.set_total(sum(s.size or 0 for _, s in files))
-        with _hub_errors(f"pull {spec}"):
+        with _hub_errors(f"pull {spec}"), _quiet_retries():
             for rel, sib in files:
-                path = Path(hf_hub_download(repo_id, rel, revision=commit, local_dir=target, cache_dir=cache,
-                                            endpoint=os.environ.get("HF_ENDPOINT") or None, token=token))
+                path = _download(f"pull {spec}", repo_id, rel, commit, target, cache, token)
                 if target.resolve() not in path.resolve().parents:
                     raise ZooError(f"refusing remote path {rel!r}: it would escape the download folder")
                 _check(path, sib.lfs.sha256 if sib.lfs else None, sib.blob_id, rel)

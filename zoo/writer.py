@@ -9,12 +9,13 @@ when complete: an interrupted write leaves nothing that looks like a checkpoint.
 """
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import math
 import os
 import shutil
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,12 +25,12 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 from .errors import MismatchError, ZooError
 from .hashing import sha256_file, sha256_files
 from .safetensors_format import DTYPES, TORCH_TO_TAG
+from .temporaries import PARTIAL_MARK, is_stale, pause_point, remove, temp_name
 
 if TYPE_CHECKING:
     import torch
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3  # the Hub's customary 5 GB shards
-PARTIAL_MARK = ".zoo-partial-"
 
 
 @dataclass(frozen=True)
@@ -75,28 +76,52 @@ def parse_size(text: str | int) -> int:
         raise ZooError(f"cannot read size {text!r} (use e.g. 500MB, 5GB, 2GiB)") from None
 
 
+DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def disk_full(e: BaseException, path: Path | str) -> ZooError | None:
+    """A full disk or quota while writing `path` as one line naming it (None: another error)."""
+    if not isinstance(e, OSError) or e.errno not in DISK_FULL:
+        return None
+    what = "disk quota exceeded" if e.errno != errno.ENOSPC else "no space left on the disk"
+    return ZooError(f"{what} while writing {path}: free some space (or write elsewhere; ZOO_STORE moves the "
+                    "store) and run again; nothing was kept")
+
+
 @contextmanager
 def atomic_folder(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `target`; on success fsync it and rename it into place."""
+    """Yield a temporary folder beside `target`; on success fsync it and rename it into place.
+    The temporary's name carries its owner (`zoo.temporaries`): leftovers of killed writers
+    to the same target are removed here."""
     target = Path(target).absolute()
     if target.exists() and not overwrite:
         raise ZooError(f"{target} already exists (choose another output or remove it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = target.parent / temp_name(f".{target.name}{PARTIAL_MARK}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:  # a read-only place, a file where a folder belongs, a missing device
+        raise ZooError(f"cannot write {target}: {e.strerror or e} (choose a folder you can write to)") from None
+    for left in target.parent.glob(f".{glob.escape(target.name)}{PARTIAL_MARK}*"):
+        if left != tmp and is_stale(left):
+            remove(left)
     try:
         yield tmp
+        pause_point("writing")
         _fsync_tree(tmp)
         if target.exists():
-            old = target.parent / f".{target.name}{PARTIAL_MARK}old-{uuid.uuid4().hex[:8]}"
+            old = target.parent / temp_name(f".{target.name}{PARTIAL_MARK}old-")
             os.rename(target, old)
             os.rename(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        full = disk_full(e, target)
+        if full is not None:
+            raise full from None
         raise
 
 
@@ -166,7 +191,10 @@ class _Shard:
         os.pwrite(self.fd, len(raw).to_bytes(8, "little") + raw, 0)
         try:  # reserve the blocks up front: writing into a sparse file is several times slower
             os.posix_fallocate(self.fd, 0, self.size)
-        except (AttributeError, OSError):
+        except (AttributeError, OSError) as e:
+            if isinstance(e, OSError) and e.errno in DISK_FULL:
+                os.close(self.fd)
+                raise
             os.ftruncate(self.fd, self.size)
 
     def close(self) -> None:

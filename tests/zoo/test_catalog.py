@@ -226,7 +226,7 @@ def test_version_1_catalog_is_migrated(tmp_path, llama_dir):
     con.execute("UPDATE zoo_meta SET value='1' WHERE key='schema_version'")
     con.commit()
     con.close()
-    assert ls_json(open_sqlite_readonly(str(tmp_path / "old.db"))) is None  # none yet: callers build rows
+    assert open_sqlite_readonly(str(tmp_path / "old.db")) is None  # the fast path declines: Catalog upgrades it
     cat = Catalog(tmp_path / "old.db")  # opening migrates and fills them
     assert json.loads(ls_json(open_sqlite_readonly(cat.where))) == cat.ls()
     assert cat.refresh_listings() == 0

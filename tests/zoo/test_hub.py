@@ -88,15 +88,52 @@ def test_tampered_file_is_refused(hub, tmp_path, source):
 
 
 @pytest.mark.slow
-def test_network_error_mid_download_registers_nothing(hub, tmp_path, source):
+def test_network_error_mid_download_registers_nothing(hub, tmp_path, source, capfd):
+    from zoo.hub import pull, push
+
+    cat, base, _ = source
+    r = push(cat, base.ref, "me/base")
+    hub.state.cut.add("model.safetensors")
+    other = fresh(tmp_path)
+    capfd.readouterr()
+    with pytest.raises(ZooError, match="pull me/base") as info:
+        pull(other, "me/base")
+    assert f"{hub.url}/me/base/resolve/{r.commit}/model.safetensors" in str(info.value)  # names the URL
+    assert "\n" not in str(info.value) and "check the connection" in str(info.value)
+    assert "resume" not in capfd.readouterr().err  # huggingface-hub's retry lines are kept quiet
+    assert other.ls() == [] and _store_left(other) == []
+
+
+@pytest.mark.slow
+def test_cut_download_is_one_line_on_the_command_line(hub, run, llama_dir):
+    assert run("add", str(llama_dir), "--name", "m")[0] == 0
+    assert run("push", "m", "me/m")[0] == 0
+    hub.state.cut.add("model.safetensors")
+    code, _, err = run("pull", "me/m", "--name", "again")
+    lines = [ln for ln in err.splitlines() if ln.strip() and "%" not in ln]  # progress bars aside
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("error: pull me/m: downloading ")
+    assert "/me/m/resolve/" in lines[0] and "internal error" not in lines[0]
+
+
+def test_disk_full_during_pull_is_one_line(hub, tmp_path, source, monkeypatch):
+    import errno
+    import os
+
+    import huggingface_hub.file_download as fd
+
     from zoo.hub import pull, push
 
     cat, base, _ = source
     push(cat, base.ref, "me/base")
-    hub.state.cut.add("model.safetensors")
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fd, "http_get", full)
     other = fresh(tmp_path)
-    with pytest.raises(ZooError, match="pull me/base"):
+    with pytest.raises(ZooError, match="no space left") as info:
         pull(other, "me/base")
+    assert "\n" not in str(info.value) and "pull me/base" in str(info.value)
     assert other.ls() == [] and _store_left(other) == []
 
 

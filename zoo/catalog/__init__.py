@@ -10,6 +10,7 @@ from ..lazy import lazy_exports
 _EXPORTS = {
     "AddResult": "zoo.catalog.catalog", "Catalog": "zoo.catalog.catalog", "NewEntry": "zoo.catalog.catalog",
     "Parent": "zoo.catalog.catalog", "RunRecord": "zoo.catalog.catalog", "VerifyResult": "zoo.catalog.catalog",
+    "StagedInput": "zoo.catalog.catalog",
     "LineageEdge": "zoo.catalog.tables", "ModelEntry": "zoo.catalog.tables", "ModelFile": "zoo.catalog.tables",
     "ModelTag": "zoo.catalog.tables", "Run": "zoo.catalog.tables",
 }

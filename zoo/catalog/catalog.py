@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -19,14 +20,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from ..checkpoint import Checkpoint
-from ..errors import NotFoundError, RefusedError, ZooError
+from ..errors import NotFoundError, RefusedError, ZooError, did_you_mean
 from ..families import catalog_label
 from ..hashing import Progress, combined_digest, sha256_file, sha256_files
+from ..temporaries import pause_point, remove as remove_temporary, stale_temporaries, temp_name
 from ..writer import WrittenCheckpoint, copy_files, save_tensors
-from .db import init_schema, make_engine, resolve_url, sqlite_path
+from . import store as store_files
+from .db import make_engine, open_catalog, resolve_url, sqlite_path
+from .guard import quick_check_sqlite
 from .location import display_url
 from .reader import ls_rows, walk_ids
 from .records import edge_row, file_row, model_row, run_row
+from .store import StoreReport
 from .tables import LineageEdge, ModelEntry, ModelFile, ModelTag, Run
 
 _REF = re.compile(r"^(?P<name>.+)@(?P<version>\d+)$")
@@ -97,17 +102,39 @@ class _Pending:
     detail: dict | None = None
 
 
+@dataclass
+class StagedInput:
+    """A checkpoint given by path to an operator: hashed, but not yet in the catalog. The
+    operator reads it through `entry` (unsaved: no id, a provisional version);
+    `register_many(staged=...)` inserts it in the same transaction as the outputs made from
+    it, so a run that fails adds no row at all. `key` is the Parent ref that names it."""
+
+    entry: ModelEntry
+    pending: _Pending
+    key: str = field(default_factory=lambda: f"staged:{uuid.uuid4().hex}")
+
+    def discard(self) -> None:
+        """Remove what staging wrote (a converted legacy checkpoint), if it is still there."""
+        if self.pending.move_from is not None:
+            shutil.rmtree(self.pending.move_from, ignore_errors=True)
+
+
 class Catalog:
     """A catalog database plus the store folder where produced checkpoints are written."""
 
-    def __init__(self, target: str | os.PathLike | None = None, store: str | os.PathLike | None = None) -> None:
+    def __init__(self, target: str | os.PathLike | None = None, store: str | os.PathLike | None = None, *,
+                 create: bool = True, adopt_empty: bool = False) -> None:
+        """Open the catalog at `target`. It must be a weightzoo catalog (see `guard.py`);
+        `create=False` (commands that only read) refuses to make one where there is none,
+        `adopt_empty` (`zoo init`) makes an empty database file a catalog."""
         self.url = resolve_url(target)
         self.engine = make_engine(self.url)
-        migrated = init_schema(self.engine, self.url)
+        migrated = open_catalog(self.engine, self.url, create=create, adopt_empty=adopt_empty)
         self._write_engine = self.engine.execution_options(zoo_write=True)
         db_file = sqlite_path(self.url)
         default_store = (db_file.parent if db_file else Path.cwd()) / "zoo-store"
         self.store = Path(store or os.environ.get("ZOO_STORE") or default_store).absolute()
+        self._swept = False  # stale temporaries removed at this catalog's first write to the store
         if migrated:
             self.refresh_listings()
 
@@ -135,6 +162,8 @@ class Catalog:
     def _resolve(self, s: Session, ref: str | int) -> ModelEntry:
         if isinstance(ref, int):
             entry = s.get(ModelEntry, ref)
+        elif not _storable(ref):  # a name or path that is not valid UTF-8 names no entry
+            raise NotFoundError(f"no model {ascii(ref)} in catalog {self.where}: the reference is not valid UTF-8")
         else:
             ref = ref.strip()
             m = _REF.match(ref)
@@ -149,7 +178,9 @@ class Catalog:
                 if entry is None and ref.isdigit():
                     entry = s.get(ModelEntry, int(ref))
         if entry is None:
-            raise NotFoundError(f"no model {ref!r} in catalog {self.where} (see `zoo ls`)")
+            name = _REF.match(ref)["name"] if isinstance(ref, str) and _REF.match(ref) else str(ref)
+            hint = did_you_mean(name, s.exec(select(ModelEntry.name).distinct()).all())
+            raise NotFoundError(f"no model {ref!r} in catalog {self.where}{hint}; see `zoo ls`")
         return entry
 
     def open(self, ref: str | int | ModelEntry) -> Checkpoint:
@@ -179,6 +210,7 @@ class Catalog:
         `source` (e.g. `hub:org/name@commit`): `path` is a folder already written in the
         store (`incoming_path()`) that the entry adopts, with `source` as its location."""
         ckpt = Checkpoint.open(path)
+        _check_addable(ckpt, in_place=source is None and not copy and not ckpt.needs_conversion)
         name = _check_name(name or _default_name(ckpt))
         parent_ids = self._parent_ids(parents)  # fail on a bad parent before any work
         incoming: Path | None = None
@@ -197,9 +229,7 @@ class Catalog:
                 written = copy_files(ckpt.root, ckpt.files(), incoming, progress)
                 files = [(f.path, f.size, f.sha256) for f in written.files]
             else:
-                paths = [ckpt.root / rel for rel in ckpt.files()]
-                digests = sha256_files(paths, progress)  # files hash in parallel threads
-                files = [(rel, p.stat().st_size, d) for rel, p, d in zip(ckpt.files(), paths, digests)]
+                files = _hash_in_place(ckpt, progress)
             digest = combined_digest((rel, sha) for rel, _, sha in files)
             existing = self.find_digest(digest)
             if existing is not None:
@@ -209,6 +239,43 @@ class Catalog:
                                            source)], parents=parent_ids)[0]
             incoming = None
             return AddResult(entry, created=True)
+        finally:
+            if incoming is not None:
+                shutil.rmtree(incoming, ignore_errors=True)
+
+    def stage(self, path: str | os.PathLike, name: str | None = None,
+              progress: Progress | None = None) -> ModelEntry | StagedInput:
+        """A checkpoint an operator is given by path: the catalogued entry with the same bytes,
+        else a `StagedInput` (hashed, legacy pickles converted into the store) that is inserted
+        only with the outputs made from it (`register_many(staged=...)`)."""
+        ckpt = Checkpoint.open(path)
+        name = _check_name(name or _default_name(ckpt))
+        _check_addable(ckpt, in_place=not ckpt.needs_conversion)  # as `add` would
+        incoming: Path | None = None
+        try:
+            if ckpt.needs_conversion:
+                incoming = self._incoming_path()
+                written = _convert_pickled(ckpt, incoming)
+                files = [(f.path, f.size, f.sha256) for f in written.files]
+                ckpt = Checkpoint.open(incoming)
+            else:
+                files = _hash_in_place(ckpt, progress)
+            digest = combined_digest((rel, sha) for rel, _, sha in files)
+            existing = self.find_digest(digest)
+            if existing is not None:
+                return existing
+            with self._read() as s:
+                version = (s.exec(select(func.max(ModelEntry.version)).where(ModelEntry.name == name)).one() or 0) + 1
+            family, arch = catalog_label(ckpt.config, ckpt.names())
+            where = str(incoming or ckpt.path)
+            entry = ModelEntry(name=name, version=version, family=family, architecture=arch,
+                               num_params=ckpt.num_params, dtype=ckpt.dtype, bytes=sum(f[1] for f in files),
+                               location=where, path=where, owned=incoming is not None, digest=digest,
+                               config=ckpt.config)
+            staged = StagedInput(entry, _Pending(name, ckpt, files, digest, None if incoming else str(ckpt.path),
+                                                 incoming))
+            incoming = None
+            return staged
         finally:
             if incoming is not None:
                 shutil.rmtree(incoming, ignore_errors=True)
@@ -228,48 +295,67 @@ class Catalog:
         return self.register_many([NewEntry(written, name, tuple(tags), metrics)], run=run, inputs=inputs)[0]
 
     def register_many(self, outputs: Sequence[NewEntry], *, run: RunRecord | None = None,
-                      inputs: Sequence[Parent] = ()) -> list[ModelEntry]:
+                      inputs: Sequence[Parent] = (), staged: Sequence[StagedInput] = ()) -> list[ModelEntry]:
         """Register the outputs of one run: every model with its files, the one run that made
         them and the lineage edges from each input to each output, in one transaction. All
-        land, or none does and their folders are removed. Entries come back in order."""
+        land, or none does and their folders are removed. Entries come back in order.
+        `staged`: inputs given by path (`stage`), inserted in the same transaction; a Parent
+        names one by its `key`."""
         try:
             if not outputs:
                 raise ValueError("register_many: no outputs to register")
-            parent_ids = self._parent_ids(inputs)
+            parent_ids = self._parent_ids(inputs, staged)
             pending = []
             for o in outputs:
                 files = [(f.path, f.size, f.sha256) for f in o.written.files]
                 digest = combined_digest((rel, sha) for rel, _, sha in files)
                 pending.append(_Pending(_check_name(o.name), Checkpoint.open(o.written.path), files, digest, None,
                                         o.written.path, tuple(o.tags), o.metrics, detail=o.detail))
-            return self._insert(pending, parents=parent_ids, run=run)
+            return self._insert(pending, parents=parent_ids, run=run, staged=staged)
         except BaseException:
             for o in outputs:
                 shutil.rmtree(o.written.path, ignore_errors=True)
             raise
+        finally:
+            for st in staged:  # inserted (moved into the store), found already catalogued, or failed
+                st.discard()
 
     def incoming_path(self) -> Path:
         """A fresh path in the store for an operator to write its output to."""
         return self._incoming_path()
 
     def _incoming_path(self) -> Path:
+        """A fresh hidden folder in the store, named after its owner process (`zoo.temporaries`).
+        The first one a Catalog asks for also removes the leftovers of killed processes."""
         self.store.mkdir(parents=True, exist_ok=True)
-        return self.store / f".incoming-{uuid.uuid4().hex[:12]}"
+        if not self._swept:
+            self._swept = True
+            for left in stale_temporaries(self.store):
+                remove_temporary(left)
+        return self.store / temp_name(".incoming-")
 
-    def _parent_ids(self, parents: Sequence[Parent]) -> list[tuple[ModelEntry, Parent]]:
+    def _parent_ids(self, parents: Sequence[Parent],
+                    staged: Sequence[StagedInput] = ()) -> list[tuple[ModelEntry, Parent]]:
+        by_key = {st.key: st.entry for st in staged}
         with self._read() as s:
-            return [(self._resolve(s, p.ref), p) for p in parents]
+            return [(by_key[p.ref] if p.ref in by_key else self._resolve(s, p.ref), p) for p in parents]
 
     def _insert(self, pending: list[_Pending], *, parents: Sequence[tuple[ModelEntry, Parent]] = (),
-                run: RunRecord | None = None) -> list[ModelEntry]:
+                run: RunRecord | None = None, staged: Sequence[StagedInput] = ()) -> list[ModelEntry]:
         """Insert the models, their run and lineage in one transaction; folders moved into
-        the store go back where they were if it fails."""
+        the store go back where they were if it fails. `staged` inputs are inserted first
+        (or matched to an entry with the same digest) and stand in for their unsaved entries
+        among `parents`."""
         configs = [p.ckpt.config for p in pending]  # read before the folders move into the store
         kinds = [catalog_label(c, p.ckpt.names()) for c, p in zip(configs, pending)]
+        staged_kinds = [(st.entry.family, st.entry.architecture) for st in staged]
+        given = list(parents)
         for attempt in range(5):
             moved: list[tuple[Path, Path]] = []  # (final, moved from)
             try:
                 with self._write() as s:
+                    real = {id(st.entry): self._insert_staged(s, st, kind, moved) for st, kind in zip(staged, staged_kinds)}
+                    parents = [(real.get(id(pe), pe), p) for pe, p in given]
                     entries = [self._insert_model(s, p, kind, config, moved)
                                for p, kind, config in zip(pending, kinds, configs)]
                     run_id = None
@@ -302,6 +388,17 @@ class Catalog:
                 raise
         raise AssertionError("unreachable")
 
+    def _insert_staged(self, s: Session, st: StagedInput, kind: tuple[str | None, str | None],
+                       moved: list[tuple[Path, Path]]) -> ModelEntry:
+        """A staged input's row (the entry with its digest if one appeared meanwhile)."""
+        found = s.exec(select(ModelEntry).where(ModelEntry.digest == st.pending.digest).order_by(ModelEntry.id)).first()
+        if found is not None:
+            return found
+        entry = self._insert_model(s, st.pending, kind, st.entry.config, moved)
+        entry.listing = _listing(entry, [])
+        s.add(entry)
+        return entry
+
     def _insert_model(self, s: Session, p: _Pending, kind: tuple[str | None, str | None], config: dict | None,
                       moved: list[tuple[Path, Path]]) -> ModelEntry:
         """One model row with its files and tags (its folder moved into the store, if owned)."""
@@ -313,6 +410,7 @@ class Catalog:
                 shutil.rmtree(path)
             os.rename(p.move_from, path)
             moved.append((path, p.move_from))
+            pause_point("after-rename")
         else:
             path = Path(p.location)
         family, arch = kind
@@ -324,8 +422,10 @@ class Catalog:
         )
         s.add(entry)
         s.flush()
-        for rel, size, sha in p.files:
-            s.add(ModelFile(model_id=entry.id, path=rel, size=size, sha256=sha))
+        root = path.parent if path.is_file() else path
+        for f in p.files:
+            rel, size, sha = f
+            s.add(ModelFile(model_id=entry.id, path=rel, size=size, sha256=sha, mtime_ns=_mtime_of(f, root / rel)))
         for t in sorted(set(p.tags)):
             s.add(ModelTag(model_id=entry.id, tag=t))
         return entry
@@ -519,8 +619,7 @@ class Catalog:
                 res.problems.append(f"no local files ({entry.location})")
                 out.append(res)
                 continue
-            root = Path(entry.path)
-            root = root.parent if root.suffix == ".safetensors" else root
+            root = _files_root(entry)
             for f in self.files_of(entry):
                 p = root / f.path
                 if not p.is_file():
@@ -531,6 +630,69 @@ class Catalog:
                     res.problems.append(f"changed {p} (sha256 differs)")
             out.append(res)
         return out
+
+    def check_unchanged(self, ref: str | int | ModelEntry) -> None:
+        """Refuse to let an operator read an entry whose files are not the bytes catalogued.
+        Cheap when nothing changed (size and mtime as recorded); on any change the file is
+        re-hashed: the same bytes (only touched) are accepted and the new mtime recorded,
+        different bytes are refused with one line saying how to register them."""
+        entry = ref if isinstance(ref, ModelEntry) else self.get(ref)
+        if entry.id is None or not entry.path:
+            return  # staged with this run (just hashed), or no local files (open() says so)
+        root = _files_root(entry)
+        touched: list[tuple[int, int]] = []
+        for f in self.files_of(entry):
+            p = root / f.path
+            try:
+                st = p.stat()
+            except OSError:
+                raise NotFoundError(f"{entry.ref}: {p} is gone since it was catalogued (run `zoo verify`)") from None
+            if st.st_size == f.size and st.st_mtime_ns == f.mtime_ns:
+                continue
+            if st.st_size != f.size:
+                why = f"size {st.st_size}, catalogued {f.size}"
+            elif sha256_file(p) != f.sha256:
+                why = "sha256 differs"
+            else:
+                touched.append((f.id, st.st_mtime_ns))
+                continue
+            raise RefusedError(f"{entry.ref}: {p} changed since it was catalogued ({why}); its digest would be "
+                               f"recorded for other bytes - register them with `zoo add {entry.path} --name "
+                               f"{entry.name}` (a new version) and use that")
+        if touched:
+            with self._write() as s:
+                for file_id, mtime in touched:
+                    row = s.get(ModelFile, file_id)
+                    row.mtime_ns = mtime
+                    s.add(row)
+                s.commit()
+
+    # ----- the database and the store ------------------------------------------------------
+    def integrity_problems(self) -> list[str]:
+        """SQLite's quick integrity check of the catalog file ([] when sound, or not SQLite)."""
+        path = sqlite_path(self.url)
+        return quick_check_sqlite(path) if path is not None and path.exists() else []
+
+    def store_report(self) -> StoreReport:
+        """Store folders no entry points at, and stale temporaries (see `store.py`)."""
+        with self._store_lock() as referenced:
+            return store_files.report(self.store, referenced)
+
+    def collect_garbage(self, dry_run: bool = False) -> list[Path]:
+        """Remove (or with dry_run only list) what `store_report` finds."""
+        with self._store_lock() as referenced:
+            found = store_files.report(self.store, referenced)
+            return [*found.orphans, *found.temporaries] if dry_run else store_files.clear(self.store, found)
+
+    @contextmanager
+    def _store_lock(self):
+        """The paths entries point at, read holding the write lock (on SQLite): a writer moves
+        an output into the store and commits its row under that lock, so a folder between the
+        two is never taken for an orphan."""
+        with self._write() as s:
+            s.connection()  # BEGIN IMMEDIATE
+            yield [p for p in s.exec(select(ModelEntry.path)).all() if p]
+            s.rollback()
 
     def _all_entries(self) -> list[ModelEntry]:
         with self._read() as s:
@@ -549,6 +711,12 @@ class Catalog:
         return written.path
 
 
+def _files_root(entry: ModelEntry) -> Path:
+    """The folder an entry's file rows are relative to."""
+    root = Path(entry.path)
+    return root.parent if root.suffix == ".safetensors" else root
+
+
 def _output_row(entry: ModelEntry, p: _Pending) -> dict:
     """An item of a run's outputs list."""
     row = {"id": entry.id, "ref": entry.ref, "digest": p.digest}
@@ -560,6 +728,10 @@ def _move_back(moved: list[tuple[Path, Path]]) -> None:
     for final, origin in reversed(moved):
         if final.exists():
             os.rename(final, origin)
+        try:
+            final.parent.rmdir()  # the name folder made for it, unless it holds other versions
+        except OSError:
+            pass
 
 
 def _listing(entry: ModelEntry, tags: list[str]) -> str:
@@ -568,15 +740,76 @@ def _listing(entry: ModelEntry, tags: list[str]) -> str:
     return orjson.dumps(model_row(entry, tags)).decode()
 
 
+class _File(tuple):
+    """(file, size, sha256), plus the st_mtime_ns the bytes had when they were hashed."""
+
+    mtime_ns: int | None = None
+
+    def __new__(cls, rel: str, size: int, sha: str, mtime_ns: int | None = None) -> "_File":
+        self = super().__new__(cls, (rel, size, sha))
+        self.mtime_ns = mtime_ns
+        return self
+
+
+def _mtime_of(f: tuple, path: Path) -> int | None:
+    """The mtime to record for a file row: when it was hashed in place, else (a file just
+    written into the store) its mtime now."""
+    if getattr(f, "mtime_ns", None) is not None:
+        return f.mtime_ns
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _hash_in_place(ckpt: Checkpoint, progress: Progress | None = None) -> list[tuple[str, int, str]]:
+    """(file, size, sha256) of a checkpoint indexed where it is (files hash in parallel
+    threads), with the size and mtime each had before hashing; a file that changes while it
+    is hashed is refused (its digest would describe no bytes that ever existed as a whole)."""
+    paths = [ckpt.root / rel for rel in ckpt.files()]
+    before = [p.stat() for p in paths]
+    digests = sha256_files(paths, progress)
+    for p, st in zip(paths, before):
+        now = p.stat()
+        if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            raise ZooError(f"{p} changed while it was being hashed; run again when nothing is writing to it")
+    return [_File(rel, st.st_size, d, st.st_mtime_ns) for rel, st, d in zip(ckpt.files(), before, digests)]
+
+
 def _default_name(ckpt: Checkpoint) -> str:
     stem = ckpt.path.stem if ckpt.single_file else ckpt.root.name
     return re.sub(r"[^A-Za-z0-9._\-]+", "-", stem).strip("-.") or "model"
+
+
+def _storable(text: str) -> bool:
+    """Whether a name or path can go into the database (text that is valid UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_addable(ckpt: Checkpoint, *, in_place: bool) -> None:
+    """Refuse, before any hashing or copying, what the catalog cannot record faithfully:
+    a file or folder name that is not valid UTF-8 (recorded as text), or a config.json
+    that is not a JSON object (recorded as the entry's config)."""
+    recorded = [(rel, ckpt.root / rel) for rel in ckpt.files()] + ([(str(ckpt.path), ckpt.path)] if in_place else [])
+    for text, path in recorded:
+        if not _storable(text):
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            raise ZooError(f"{shown}: the name is not valid UTF-8, so the catalog cannot record it; "
+                           "rename it (e.g. with `mv`) and add it again")
+    ckpt.config  # noqa: B018 - raises a one-line CorruptCheckpointError for a bad config.json
 
 
 def _check_name(name: str) -> str:
     if not NAME_OK.match(name) or "@" in name or ".." in name:
         raise ZooError(f"invalid model name {name!r} (letters, digits, '.', '_', '-', '/'; no '@')")
     return name
+
+
+check_name = _check_name  # public: the runner and --out refuse a bad name before any work
 
 
 def _check_tag(tag: str) -> None:

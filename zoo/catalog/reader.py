@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import orjson
 
+from ..errors import CatalogError
+from .guard import FAST_READ_MIN_VERSION, check_shape, classify_sqlite
 from .location import resolve_url, sqlite_path
 from .records import listing_row
 
@@ -76,14 +78,34 @@ def walk_ids(execute: Execute, start: int, up: bool) -> list[int]:
 
 def open_sqlite_readonly(target: str | None) -> Execute | None:
     """An executor on an existing SQLite catalog opened read-only with the standard
-    library, or None when the catalog is elsewhere, absent or not recognisable (callers
-    then go through `Catalog`, which also reports what is wrong)."""
+    library, or None when the catalog is elsewhere, absent, or from a schema the fast path
+    does not read (callers then go through `Catalog`). A database that is not a weightzoo
+    catalog is refused here, as `Catalog` would refuse it, and left untouched."""
     path = sqlite_path(resolve_url(target))
-    if path is None or not path.is_file():
+    if path is None:
         return None
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
-        con.execute("SELECT 1 FROM zoo_meta LIMIT 1").fetchall()
-    except sqlite3.Error:
+    shape = classify_sqlite(path)
+    if shape.kind == "missing":
         return None
-    return lambda sql, params: con.execute(sql, params).fetchall()
+    check_shape(shape, str(path), create=False)
+    if shape.kind != "catalog" or shape.version < FAST_READ_MIN_VERSION:
+        return None
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+
+    def execute(sql: str, params: dict) -> list[tuple]:
+        try:
+            return con.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "no such column" in str(e):
+                raise  # a schema without the column: the caller falls back
+            raise CatalogError(f"catalog {path} is damaged ({e}): restore it from a backup "
+                               "(`zoo verify` checks it)") from None
+
+    return execute
+
+
+def missing_sqlite(target: str | None) -> bool:
+    """True when the catalog is a SQLite file that does not exist (read-only commands then
+    show an empty result or say so, and create nothing)."""
+    path = sqlite_path(resolve_url(target))
+    return path is not None and not path.exists()

@@ -4,10 +4,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2  # 2: models.listing
+from .guard import MARKER_TABLE, SCHEMA_VERSION  # noqa: F401 - the version lives with the marker check
 
 
 def utcnow() -> datetime:
@@ -53,6 +53,9 @@ class ModelFile(SQLModel, table=True):
     path: str
     size: int
     sha256: str
+    # st_mtime_ns when the bytes were hashed: a cheap "unchanged?" check before an operator
+    # reads the file (None in catalogs from before schema 3: the first check re-hashes)
+    mtime_ns: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class ModelTag(SQLModel, table=True):
@@ -89,6 +92,8 @@ class LineageEdge(SQLModel, table=True):
 
 
 class Meta(SQLModel, table=True):
-    __tablename__ = "zoo_meta"
+    """The marker that makes a database a weightzoo catalog: `schema_version` (see guard.py)."""
+
+    __tablename__ = MARKER_TABLE
     key: str = Field(primary_key=True)
     value: str

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import ZooError
 from .reader import ls_json as _stored_ls_json
-from .reader import ls_rows, open_sqlite_readonly
+from .reader import ls_rows, missing_sqlite, open_sqlite_readonly
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
@@ -36,6 +36,8 @@ def ls(source: Source, family: str | None = None, tag: str | None = None, name: 
     fast = _sqlite_reader(source)
     if fast is not None:
         return ls_rows(fast, family, tag, name)
+    if _is_target(source) and missing_sqlite(None if source is None else str(source)):
+        return []  # no catalog yet: nothing to list, and nothing is created
     return _catalog(source).ls(family=family, tag=tag, name=name)
 
 
@@ -62,7 +64,7 @@ def _catalog(source: Source) -> Catalog:
         return source
     from .catalog import Catalog
 
-    return Catalog(source)
+    return Catalog(source, create=False)
 
 
 def _is_target(source: Any) -> bool:
