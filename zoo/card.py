@@ -42,12 +42,22 @@ def model_card(name: str, operator: str, params: dict, parents: Sequence[dict], 
     return "\n".join(lines)
 
 
+def front_matter(text: str) -> dict:
+    """A card's YAML front matter as a mapping; {} when absent, not YAML, or over the
+    input limits (cards come from the Hub: an alias bomb there must not hang a pull)."""
+    from .errors import ZooError
+    from .yaml_input import load_text
+
+    if not text.startswith("---"):
+        return {}
+    try:
+        front = load_text(text.split("---", 2)[1], "model card")
+    except ZooError:
+        return {}
+    return front if isinstance(front, dict) else {}
+
+
 def read_card_recipe(text: str) -> dict | None:
     """The `weightzoo` recipe from a card's front matter, if present."""
-    if not text.startswith("---"):
-        return None
-    try:
-        front = yaml.safe_load(text.split("---", 2)[1])
-    except yaml.YAMLError:
-        return None
-    return front.get("weightzoo") if isinstance(front, dict) else None
+    recipe = front_matter(text).get("weightzoo")
+    return recipe if isinstance(recipe, dict) else None

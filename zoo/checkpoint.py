@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from .errors import CorruptCheckpointError, NotFoundError, ZooError
-from .safetensors_format import TensorInfo, parse_header
+from .safetensors_format import TensorInfo, json_kind, parse_header
 
 if TYPE_CHECKING:
     import torch
@@ -165,9 +165,23 @@ class Checkpoint:
         if self.single_file or not cfg.is_file():
             return None
         try:
-            return json.loads(cfg.read_text())
+            doc = json.loads(cfg.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CorruptCheckpointError(f"{cfg}: not valid JSON ({e})") from None
+        if not isinstance(doc, dict):
+            raise CorruptCheckpointError(
+                f"{cfg}: expected a JSON object of model settings, not a JSON {json_kind(doc)}"
+            )
+        return doc
+
+    def config_problem(self) -> str | None:
+        """Why config.json cannot be read, or None: for commands that work without it and
+        should still say that it is broken."""
+        try:
+            self.config
+        except CorruptCheckpointError as e:
+            return str(e)
+        return None
 
     def files(self) -> list[str]:
         """Every file that makes up the checkpoint, relative to `root` (weights first)."""
@@ -253,9 +267,13 @@ class Checkpoint:
 
 def _shards_from_index(index: Path) -> list[str]:
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-        raise CorruptCheckpointError(f"{index}: not a valid index file (needs a 'weight_map' object)") from None
+        weight_map = None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
+        raise CorruptCheckpointError(
+            f"{index}: not a valid index file (needs a 'weight_map' object of tensor name -> shard file name)"
+        )
     shards = sorted(set(weight_map.values()))
     for rel in shards:
         if "/" in rel or "\\" in rel or rel.startswith("."):

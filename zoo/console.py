@@ -33,19 +33,21 @@ def human_count(n: int | None) -> str:
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
     """['density=0.5', 'weights=[1, 2]', 'task=digits'] -> values read as YAML (so numbers,
-    lists, booleans and JSON come back typed; anything else stays a string)."""
-    import yaml
-
+    lists, booleans and JSON come back typed; anything else stays a string). Values go
+    through the size- and alias-limited loader: a command line is user input too."""
     from .errors import ZooError
+    from .yaml_input import YamlLimitError, load_text
 
     out: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
             raise ZooError(f"{flag} {item!r} is not KEY=VALUE")
-        key, value = item.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
+            out[key.strip()] = load_text(value, f"{flag} {key.strip()}")
+        except YamlLimitError:
+            raise
+        except ZooError:  # not YAML: the text itself (e.g. a name with a colon)
             out[key.strip()] = value
     return out
 
@@ -55,8 +57,15 @@ def print_json(data: Any) -> None:
     (orjson: 100,000 catalog rows serialise in tens of milliseconds)."""
     import orjson
 
+    try:
+        raw = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:  # a file name that is not valid UTF-8: escape, never crash
+        import json
+
+        text = json.dumps(data, default=str, ensure_ascii=False, separators=(",", ":"))
+        raw = text.encode("utf-8", "backslashreplace")
     sys.stdout.flush()
-    sys.stdout.buffer.write(orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+    sys.stdout.buffer.write(raw + b"\n")
     sys.stdout.buffer.flush()
 
 

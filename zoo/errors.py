@@ -5,6 +5,8 @@ and keeps its traceback.
 """
 from __future__ import annotations
 
+import difflib
+
 
 class ZooError(Exception):
     """A problem with the user's input or environment, explained in one line."""
@@ -30,3 +32,9 @@ class MismatchError(ZooError):
 
 class RefusedError(ZooError):
     """An action refused to protect data (e.g. removing a model others descend from)."""
+
+
+def did_you_mean(word: str, candidates: "list[str] | set[str]") -> str:
+    """' (did you mean X?)' with the candidate a typo most likely meant, or '' if none is close."""
+    found = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.75)
+    return f" (did you mean {found[0]}?)" if found else ""

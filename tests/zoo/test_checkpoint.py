@@ -130,3 +130,29 @@ def test_index_pointing_to_missing_shard(llama_sharded_dir):
     (llama_sharded_dir / shard).unlink()
     with pytest.raises(NotFoundError, match="missing"):
         Checkpoint.open(llama_sharded_dir)
+
+
+@pytest.mark.parametrize("text, kind", [("[1, 2]", "list"), ("3", "number"), ("null", "null")])
+def test_config_must_be_an_object(llama_dir, text, kind):
+    """A config.json of the wrong JSON shape is a one-line error, not an AttributeError
+    later; commands that can work without it ask `config_problem` instead."""
+    (llama_dir / "config.json").write_text(text)
+    ckpt = Checkpoint.open(llama_dir)  # the weights are still readable
+    with pytest.raises(CorruptCheckpointError, match=f"config.json: expected a JSON object .* not a JSON {kind}"):
+        ckpt.config
+    assert "config.json" in ckpt.config_problem()
+    assert len(ckpt.names()) > 0
+
+
+def test_config_problem_none_when_fine(llama_dir, tmp_path):
+    assert Checkpoint.open(llama_dir).config_problem() is None
+    single = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(2)}, single)
+    assert Checkpoint.open(single).config_problem() is None  # a single file has no config
+
+
+@pytest.mark.parametrize("index", ['{"weight_map": ["a.safetensors"]}', '{"weight_map": {"w": 3}}', "[]"])
+def test_index_of_the_wrong_shape(llama_sharded_dir, index):
+    (llama_sharded_dir / "model.safetensors.index.json").write_text(index)
+    with pytest.raises(CorruptCheckpointError, match="not a valid index file"):
+        Checkpoint.open(llama_sharded_dir)
