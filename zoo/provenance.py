@@ -41,6 +41,57 @@ def recipe(catalog: Catalog, ref: str | int | ModelEntry) -> list[dict]:
     return [run_row(runs[i]) for i in run_ids if i in runs]
 
 
+def recipe_pipeline(catalog: Catalog, ref: str | int | ModelEntry) -> dict:
+    """The recipe of `ref` as a `zoo build` pipeline: one step per run of its ancestry,
+    parents first, each with its operator, recorded params, and inputs (earlier steps, or
+    catalog refs for the roots, with roles and weights as the operator was called). Each
+    step's `out:` is the name of the entry it made, so in a catalog holding the roots under
+    the same refs the build writes the same bytes (and in the original catalog it reuses
+    the recorded runs). An output of a run with several outputs is named by its catalog ref."""
+    from .errors import ZooError
+    from .reproduce import ancestry, call_inputs
+
+    entry = catalog.get(ref)
+    steps: dict[str, dict] = {}
+    step_of: dict[int, str] = {}  # entry id -> the step that makes it (single-output runs)
+    for node, run in ancestry(catalog, entry):
+        if run is None or node.id in step_of:
+            continue
+        name = node.name if node.name not in steps else f"{node.name}-v{node.version}"
+        inputs = []
+        for parent, e in call_inputs(catalog, node, run):
+            item: dict = {"ref": step_of.get(e.id, e.ref), "role": parent.role}
+            if parent.weight is not None:
+                item["weight"] = parent.weight
+            inputs.append(item)
+        step: dict = {"op": run.operator}
+        if len(run.outputs or []) <= 1:
+            step["out"] = node.name
+            step_of[node.id] = name
+        step["params"] = dict(run.params or {})
+        if inputs:
+            step["inputs"] = inputs
+        steps[name] = step
+    if not steps:
+        raise ZooError(f"{entry.ref} was added, not made by a recorded run: it has no recipe")
+    return {"name": f"recipe-{entry.name}", "steps": steps}
+
+
+def recipe_yaml(catalog: Catalog, ref: str | int | ModelEntry) -> str:
+    """`recipe_pipeline` as the YAML `zoo build` reads, with a header naming the roots."""
+    import yaml
+
+    entry = catalog.get(ref)
+    doc = recipe_pipeline(catalog, entry)
+    steps = doc["steps"]
+    roots = sorted({i["ref"] for s in steps.values() for i in s.get("inputs", []) if i["ref"] not in steps})
+    head = [f"# The recipe of {entry.ref} (digest {entry.digest}), written by `zoo lineage --recipe`.",
+            "# `zoo build THIS_FILE` re-runs it; `zoo reproduce --recursive` checks it in place."]
+    if roots:
+        head.append(f"# It starts from these catalog entries: {', '.join(roots)}")
+    return "\n".join(head) + "\n" + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
 def _edge_label(data: dict) -> str:
     parts = [data["role"]]
     if data.get("weight") is not None:
