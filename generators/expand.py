@@ -12,7 +12,7 @@ from pydantic import Field
 from zoo.checkpoint import WEIGHT_INDEXES, Checkpoint
 from zoo.errors import ZooError
 from zoo.families import Family, TensorRole, Widths, family_of
-from zoo.registry import Operator, OperatorParams, register
+from zoo.registry import InputSpec, Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput
 from zoo.writer import TensorSpec
 
@@ -20,10 +20,10 @@ from .expansion import Recipe, build_maps, check_target, depth_plan, expand_tens
 
 
 class ExpandParams(OperatorParams):
-    hidden_size: int | None = Field(None, description="target hidden size [default: unchanged]")
-    num_layers: int | None = Field(None, description="target depth, at most 2x [default: unchanged]")
-    num_heads: int | None = Field(None, description="target attention heads [default: hidden/head_dim]")
-    intermediate_size: int | None = Field(None, description="target MLP width [default: scaled with hidden]")
+    hidden_size: int | None = Field(None, ge=1, description="target hidden size [default: unchanged]")
+    num_layers: int | None = Field(None, ge=1, description="target depth, at most 2x [default: unchanged]")
+    num_heads: int | None = Field(None, ge=1, description="target attention heads [default: hidden/head_dim]")
+    intermediate_size: int | None = Field(None, ge=1, description="target MLP width [default: scaled with hidden]")
     seed: int = Field(0, description="seed of the random splits (symmetry breaking)")
 
 
@@ -66,6 +66,10 @@ def plan_expansion(ckpt: Checkpoint, method: str, p: ExpandParams) -> ExpansionP
     family, config = family_of(ckpt)
     src = family.widths(config)
     dst = target_widths(family, src, p)
+    if dst == src:  # an "expansion" that copies its source would be a new entry with nothing new in it
+        raise ZooError(f"the target shape equals the source's (hidden {src.hidden}, {src.layers} layers, MLP "
+                       f"{src.intermediate}): give a larger hidden_size, num_layers or intermediate_size (zoo expand: "
+                       "--hidden-size, --num-layers, --intermediate-size)")
     check_target(family, src, dst)
     recipe = RECIPES(p.seed)[method]
     if recipe.fill != "none":
@@ -170,4 +174,5 @@ def _operator(method: str):
 for _method, _summary in (("lemon", "lossless width/depth expansion (LEMON, Wang et al. 2024)"),
                           ("bert2bert", "function-preserving init by circular copies (bert2bert FPI baseline)"),
                           ("net2net", "Net2WiderNet/DeeperNet: random copies with equal splits (baseline)")):
-    register(Operator(f"expand.{_method}", "1", ExpandParams, _operator(_method), _summary, default_role="source"))
+    register(Operator(f"expand.{_method}", "1", ExpandParams, _operator(_method), _summary, default_role="source",
+                      inputs=(InputSpec("source"),)))

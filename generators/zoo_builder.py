@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,8 @@ from pydantic import Field
 from zoo.catalog import Catalog
 from zoo.catalog.catalog import NAME_OK
 from zoo.errors import ZooError
-from zoo.registry import Operator, OperatorParams, register
+from zoo.param_types import NonEmpty
+from zoo.registry import InputSpec, Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput, run_operator
 from zoo.tasks import get_task
 from zoo.tasks.digits import Digits
@@ -138,22 +139,19 @@ def model_name(prefix: str, task: str, seed: int) -> str:
 class PopulationParams(OperatorParams):
     """A population: one model per (task, seed) pair, all from the same initial weights."""
 
-    tasks: list[str] = Field(..., description="digits tasks: digits, digits:0-4, digits:1,3,7, digits:permN")
-    seeds: list[int] = Field(..., description="data-order seeds")
-    steps: int = 300
-    lr: float = DEFAULT_LR
-    batch_size: int = 64
-    layer_sizes: list[int] = Field(default_factory=lambda: list(DEFAULT_LAYER_SIZES))
+    tasks: list[NonEmpty] = Field(..., min_length=1, description="digits tasks: digits, digits:0-4, digits:1,3,7, digits:permN")
+    seeds: list[int] = Field(..., min_length=1, description="data-order seeds")
+    steps: int = Field(300, ge=1)
+    lr: float = Field(DEFAULT_LR, gt=0)
+    batch_size: int = Field(64, ge=1)
+    layer_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: list(DEFAULT_LAYER_SIZES), min_length=2)
     init_seed: int = 0
     prefix: str = Field("pop", description="name prefix and tag of every model")
 
 
 def checked(p: PopulationParams) -> tuple[dict, dict[str, Digits]]:
-    """(MLP config, task objects) of a population; a one-line ZooError before any work."""
-    if not p.tasks or not p.seeds:
-        raise ZooError("population: give at least one task and one seed")
-    if p.steps < 1 or p.batch_size < 1 or not p.lr > 0:
-        raise ZooError("population: steps, batch size and learning rate must be positive")
+    """(MLP config, task objects) of a population; a one-line ZooError before any work
+    (counts and ranges are the params model's)."""
     if not NAME_OK.match(p.prefix) or "@" in p.prefix or ".." in p.prefix:
         raise ZooError(f"population: invalid prefix {p.prefix!r} (letters, digits, '.', '_', '-')")
     config = mlp_config(p.layer_sizes)
@@ -222,7 +220,8 @@ def write_models(call: OperatorCall, models: list[tuple[str, int]], trained: dic
 
 
 register(Operator(OPERATOR, VERSION, PopulationParams, _population,
-                  "train a population of digits MLPs at once, one output per (task, seed)"))
+                  "train a population of digits MLPs at once, one output per (task, seed)", deterministic=False,
+                  inputs=(), outputs=lambda p: len(p.tasks) * len(p.seeds)))
 
 
 def build_population(catalog: Catalog, tasks: list[str], seeds: list[int], *, steps: int = 300,

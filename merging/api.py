@@ -17,13 +17,18 @@ from .methods import STREAMING, MergeMethod, get_method
 from .spec import MergeParams
 
 
+# settings of the merge run itself, not of the method (given with --set or `parameters:` too)
+RUN_FIELDS = frozenset(MergeParams.model_fields) - {"parameters", "model_parameters", "dtype", "out_dtype"}
+
+
 def resolve_input(catalog: Catalog, ref: str | int) -> str | int:
-    """A catalog reference, or a path that is indexed in place on first use."""
+    """A catalog entry's id, or a path (absolute) that the runner hashes and registers in the
+    same transaction as the merge's output: a merge that fails adds no row."""
     try:
         return catalog.get(ref).id
     except NotFoundError:
         if isinstance(ref, str) and Path(ref).expanduser().exists():
-            return catalog.add(ref).entry.id
+            return str(Path(ref).expanduser().resolve())
         raise
 
 
@@ -55,10 +60,14 @@ def run_merge(catalog: Catalog, method_name: str, base, models, *, parameters: d
               tags: Sequence[str] = (), reuse: bool = True, device: str = "cpu", workers: int = 2,
               progress=None, **extra: Any) -> RunResult:
     method = get_method(method_name, STREAMING)
+    if method.needs_base and base is None:  # the runner would say it too; this names the flag and the YAML key
+        raise ZooError(f"{method.name} needs a base model (--base REF, or base_model: in the YAML)")
     parents, per_model = build_inputs(catalog, method, base, models)
     has_model_params = any(per_model)
-    params = {"parameters": dict(parameters or {}), "model_parameters": per_model if has_model_params else [],
-              "dtype": dtype, "out_dtype": out_dtype, **extra}
+    parameters = dict(parameters or {})
+    lifted = {k: parameters.pop(k) for k in list(parameters) if k in RUN_FIELDS}  # --set copy_unmatched=true
+    params = {"parameters": parameters, "model_parameters": per_model if has_model_params else [],
+              "dtype": dtype, "out_dtype": out_dtype, **extra, **lifted}
     return run_operator(catalog, f"merge.{method.name}", parents, params, out, tags=tags, reuse=reuse,
                         progress=progress, options={"device": device, "workers": workers})
 
@@ -80,8 +89,7 @@ def merge(method: str, base: str | int | None = None, models: Sequence = (), *, 
         if len(weights) != len(items):
             raise ZooError(f"{len(weights)} weights for {len(items)} models")
         items = [(ref, {**p, "weight": w}) for (ref, p), w in zip(items, weights)]
-    run_fields = set(MergeParams.model_fields) - {"parameters", "model_parameters", "dtype", "out_dtype"}
-    extra = {k: parameters.pop(k) for k in list(parameters) if k in run_fields}
+    extra = {k: parameters.pop(k) for k in list(parameters) if k in RUN_FIELDS}
     result = run_merge(catalog, method, base, items, parameters=parameters, dtype=dtype, out_dtype=out_dtype,
                        out=out, tags=tags, reuse=reuse, device=device, **extra)
     return _opened(catalog, result)

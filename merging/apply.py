@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+from pydantic_core import PydanticCustomError
 
 from zoo.errors import ZooError
 
 from .job import TensorJob, in_memory
 from .methods import STREAMING, get_method
-from .settings import resolve
+from .settings import resolve, settings_check
 
 
 def apply(method_name: str, base: torch.Tensor | None, models: Sequence[torch.Tensor], *, name: str = "tensor",
@@ -38,6 +39,11 @@ def apply(method_name: str, base: torch.Tensor | None, models: Sequence[torch.Te
             shared[key] = value
         else:
             raise ZooError(f"{method.name}: unknown parameter {key!r}")
+    check = settings_check(method)  # the ranges a merge run checks, checked here too
+    try:
+        shared, per_model = check.shared(shared), check.per_model(per_model)
+    except PydanticCustomError as e:
+        raise ZooError(f"{method.name}: {e.message()}") from None
     job = TensorJob(
         name=name, shape=tuple(ref.shape),
         base=in_memory(base) if base is not None else None,

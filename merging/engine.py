@@ -56,6 +56,32 @@ def check_settings(method: MergeMethod, params: MergeParams, n_models: int) -> N
                                f"(known: {', '.join(sorted(method.model_params)) or 'none'})")
 
 
+def check_shared_names(ref: Checkpoint, models: list[Checkpoint], has_base: bool, copy_unmatched: bool) -> None:
+    """Inputs of a merge must hold the same tensor names. A model sharing no tensor (name and
+    shape) with the reference (base, else the first model) is always an error: another
+    architecture, whatever the options. Names in only some inputs are an error unless
+    `copy_unmatched` (then they are merged over the inputs that have them, copied from the
+    base when only it has them, and dropped when the base lacks them; the run's notes list
+    each)."""
+    what = "the base" if has_base else "the first model"
+    ref_names = set(ref.names())
+    for i, m in enumerate(models):
+        names = set(m.names())
+        if not any(m.info(n).shape == ref.info(n).shape for n in names & ref_names):
+            raise MismatchError(f"model {i + 1} ({m.path.name}) shares no tensor names with {what} ({ref.path.name}) "
+                                "(none of the same name and shape): they are different architectures; merge models "
+                                "of one architecture")
+        if copy_unmatched:
+            continue
+        only_ref, only_model = sorted(ref_names - names), sorted(names - ref_names)
+        if only_ref or only_model:
+            name, where = (only_ref[0], f"in {what} but not in model {i + 1}") if only_ref else \
+                (only_model[0], f"in model {i + 1} but not in {what}")
+            raise MismatchError(f"tensor {name} is {where} ({m.path.name}; {len(only_ref) + len(only_model)} such); "
+                                "merge models with the same tensors, or set copy_unmatched: true to merge what is "
+                                "shared and keep the base's layout")
+
+
 class _Budget:
     """Elements of tensors being worked on at once (a counting lock)."""
 
@@ -92,12 +118,6 @@ def merge_checkpoints(
     workers: int = 2,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[CheckpointWriter, MergeReport]:
-    if method.needs_base and base is None:
-        raise ZooError(f"{method.name} needs a base model (--base REF, or base_model: in the YAML)")
-    if len(models) < method.min_models:
-        raise ZooError(f"{method.name} needs at least {method.min_models} model(s) besides the base, got {len(models)}")
-    if method.max_models is not None and len(models) > method.max_models:
-        raise ZooError(f"{method.name} takes at most {method.max_models} model(s) besides the base, got {len(models)}")
     check_settings(method, params, len(models))
     devices = resolve_devices(device)
     workers = workers_for(devices, workers)
@@ -112,6 +132,7 @@ def merge_checkpoints(
     ref = base if base is not None else models[0]
     report = MergeReport()
     names = ref.names()
+    check_shared_names(ref, models, base is not None, params.copy_unmatched)
     family = detect(ref.config, names)  # None for architectures without a family: generic naming
     layers = num_layers(ref.config, names, family)
     specs, plans = [], []

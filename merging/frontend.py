@@ -24,6 +24,8 @@ def merge_command(catalog: Catalog, config: str | None, method: str | None, base
                   models: Sequence[str], weights: Sequence[float], sets: Sequence[str], *, dtype: str | None,
                   out_dtype: str | None, out: str | None, device: str, seed: int, workers: int, reuse: bool,
                   tags: Sequence[str], progress_factory) -> Any:
+    if workers < 1:
+        raise ZooError(f"--workers {workers} is out of range: must be >= 1 (tensors merged at once)")
     if method and kind_of(method.replace("-", "_")) == EVALUATED:
         if config or weights or dtype or out_dtype:
             raise ZooError(f"{method}: give the models with --model (and --base) and its settings with --set "

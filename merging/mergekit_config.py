@@ -5,9 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from zoo.errors import ZooError
+from zoo.yaml_input import load_file
 
 SUPPORTED = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "name"}
 UNSUPPORTED = {
@@ -34,10 +33,7 @@ def load(path: str | Path) -> MergekitConfig:
     path = Path(path)
     if not path.is_file():
         raise ZooError(f"no such merge config: {path}")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ZooError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    doc = load_file(path, "merge config")  # size- and alias-limited: user input
     return parse(doc, str(path))
 
 
@@ -65,8 +61,12 @@ def parse(doc: Any, where: str = "config") -> MergekitConfig:
     if not isinstance(method, str):
         raise ZooError(f"{where}: merge_method is required (e.g. ties, task_arithmetic, linear)")
     base = _ref(doc["base_model"], f"{where}: base_model") if doc.get("base_model") is not None else None
+    entries = doc.get("models") or []
+    if not isinstance(entries, list):
+        raise ZooError(f"{where}: models must be a list of entries (- model: REF, with optional parameters:), "
+                       f"not a {_kind(entries)}")
     models = []
-    for i, entry in enumerate(doc.get("models") or []):
+    for i, entry in enumerate(entries):
         if isinstance(entry, str):
             entry = {"model": entry}
         if not isinstance(entry, dict) or "model" not in entry:
@@ -75,8 +75,28 @@ def parse(doc: Any, where: str = "config") -> MergekitConfig:
         if extra:
             raise ZooError(f"{where}: models[{i}] has unknown key(s) {', '.join(sorted(extra))}")
         ref = _ref(entry["model"], f"{where}: models[{i}]")
-        models.append((ref, dict(entry.get("parameters") or {})))
-    params = doc.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ZooError(f"{where}: parameters must be a mapping")
-    return MergekitConfig(method, base, models, dict(params), doc.get("dtype"), doc.get("out_dtype"), doc.get("name"))
+        models.append((ref, _mapping(entry.get("parameters"), f"{where}: models[{i}].parameters")))
+    params = _mapping(doc.get("parameters"), f"{where}: parameters")
+    dtype, out_dtype, name = (_text(doc.get(k), f"{where}: {k}") for k in ("dtype", "out_dtype", "name"))
+    return MergekitConfig(method, base, models, params, dtype, out_dtype, name)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "mapping", list: "list", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    """A parameters block: a mapping of setting names (an empty block is none)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ZooError(f"{where} must be a mapping of parameter names to values (e.g. density: 0.5), "
+                       f"not a {_kind(value)}")
+    return dict(value)
+
+
+def _text(value: Any, where: str) -> str | None:
+    """dtype, out_dtype, name: absent, or non-empty text."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ZooError(f"{where} must be non-empty text, not {value!r}")
+    return value

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from zoo.errors import ZooError
 from zoo.families import get_family
-from zoo.registry import Operator, OperatorParams, register
+from zoo.registry import InputSpec, Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput
 
 from .format import Segment, StitchConfig, network_config, parse_configs, stitch_key
@@ -50,10 +50,11 @@ def pruned_plan(cfg: StitchConfig) -> tuple[list[int], dict[int, dict[int, int]]
 
 
 def _export(call: OperatorCall) -> OperatorOutput:
-    ckpt = call.checkpoint(0)
+    src = next(i for i, (parent, _) in enumerate(call.inputs) if parent.role == "source")  # one: the contract
+    ckpt = call.checkpoint(src)
     config = ckpt.config or {}
     if config.get("model_type") != "stitched":
-        raise ZooError(f"{call.inputs[0][1].ref} is not a stitched network (model_type {config.get('model_type')!r})")
+        raise ZooError(f"{call.inputs[src][1].ref} is not a stitched network (model_type {config.get('model_type')!r})")
     st = config["stitched"]
     family = get_family(st["family"])
     cfg = pick_config(parse_configs(config), call.params.config)
@@ -100,4 +101,5 @@ def _export(call: OperatorCall) -> OperatorOutput:
 
 
 register(Operator("stitch.export", "1", ExportParams, _export,
-                  "one configuration of a stitched network as a standalone checkpoint", default_role="anchor"))
+                  "one configuration of a stitched network as a standalone checkpoint", default_role="source",
+                  inputs=(InputSpec("source"), InputSpec("anchor", 0, None))))

@@ -30,6 +30,8 @@ def steps_for(task_spec: str, epochs: float | None, steps: int | None, batch_siz
 def build(catalog: Catalog, anchors: list[str], task: str, out: str | None = None, *, teacher: str | None = None,
           reuse: bool = True, progress=None, tags=(), **params: Any) -> RunResult:
     """Stitch anchors (catalog refs) into one network (`stitch.snnet`)."""
+    if len(anchors) < 2:  # the operator's contract says so too; this names the option
+        raise ZooError(f"stitching needs at least two anchors (give --anchor/-a twice or more; got {len(anchors)})")
     inputs = [Parent(catalog.get(a).id, "anchor") for a in anchors]
     if teacher:
         inputs.append(Parent(catalog.get(teacher).id, "teacher"))

@@ -11,6 +11,7 @@ sampling one stitched path per step like SN-Net."""
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.families import Widths, family_of
-from zoo.registry import Operator, OperatorParams, register
+from zoo.registry import InputSpec, Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput
 from zoo.tasks import get_task
 from zoo.training import TrainParams, train_model
@@ -33,16 +34,16 @@ from .snnet import SNNetParams, build_network, net_shapes, network_state, train_
 
 
 class PoolParams(OperatorParams):
-    task: str = Field(..., description="task to distil and fine-tune on")
-    aux_hidden: list[int] = Field(default_factory=list, description="hidden size of each auxiliary model "
-                                                                    "[default: teacher/4 and teacher/2]")
+    task: str = Field(..., min_length=1, description="task to distil and fine-tune on")
+    aux_hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, description="hidden size of each "
+                                                          "auxiliary model [default: teacher/4 and teacher/2]")
     aux_depth: int | None = Field(None, ge=1, description="blocks per auxiliary model [default: half the teacher's]")
     distill_steps: int = Field(300, ge=1)
     steps: int = Field(200, ge=0, description="pool fine-tuning steps (one sampled path per step)")
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the hard-label loss")
-    temperature: float = 1.0
-    lr: float = 1e-3
-    batch_size: int = 64
+    temperature: float = Field(1.0, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
     seed: int = 0
 
 
@@ -136,9 +137,7 @@ def init_from_transforms(net, distiller: PoolDistiller, inputs: dict) -> None:
 
 def _pool(call: OperatorCall) -> OperatorOutput:
     p: PoolParams = call.params
-    teacher_at = [i for i, (parent, _) in enumerate(call.inputs) if parent.role == "teacher"]
-    if len(teacher_at) != 1:
-        raise ZooError("learngene pool needs exactly one teacher")
+    teacher_at = [i for i, (parent, _) in enumerate(call.inputs) if parent.role == "teacher"]  # one: the contract
     family, t_config = family_of(call.checkpoint(teacher_at[0]))
     task = get_task(p.task)
     task.check(family, t_config)
@@ -191,4 +190,5 @@ def _pool(call: OperatorCall) -> OperatorOutput:
 
 register(Operator("learngene.pool", "1", PoolParams, _pool,
                   "distil a large model into a pool of small blocks that stitch into variable-sized models",
-                  default_role="teacher"))
+                  default_role="teacher", deterministic=False,
+                  inputs=(InputSpec("teacher"),)))

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from zoo.errors import ZooError
 from zoo.families import family_of
-from zoo.registry import Operator, OperatorParams, register
+from zoo.registry import InputSpec, Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput
 from zoo.tasks import get_task
 from zoo.training import TrainParams, train_model
@@ -25,12 +25,12 @@ from .network import StitchedNetwork
 
 
 class SNNetParams(OperatorParams):
-    task: str = Field(..., description="task to train and evaluate on (digits, pytext, ...)")
+    task: str = Field(..., min_length=1, description="task to train and evaluate on (digits, pytext, ...)")
     version: Literal["v1", "v2"] = Field("v1", description="v1: small-to-large stitches; v2: two-way (SL, LS, LSL, SLS)")
     steps: int = Field(200, ge=0, description="training steps (0: least-squares init only)")
-    lr: float = 5e-4
-    batch_size: int = 64
-    weight_decay: float = 0.0
+    lr: float = Field(5e-4, gt=0)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
     kernel_size: int = Field(2, ge=1, description="v1: blocks in the sliding stitching window")
     stride: int = Field(1, ge=1, description="v1: stride of the window")
     sampling: Literal["uniform", "flops"] | None = Field(None, description="uniform over configs, or by FLOPs group "
@@ -39,16 +39,14 @@ class SNNetParams(OperatorParams):
     train_anchors: bool = Field(True, description="fine-tune the anchors too (else only stitching layers)")
     lora_rank: int = Field(0, ge=0, description="low-rank stitching layers on a frozen least-squares init (v2)")
     distill: float = Field(0.0, ge=0.0, le=1.0, description="weight of distillation from the teacher (largest anchor)")
-    temperature: float = 1.0
+    temperature: float = Field(1.0, gt=0)
     init_batch: int = Field(64, ge=1, description="examples for the least-squares init")
     seed: int = 0
 
 
 def load_anchors(call: OperatorCall, role: str = "anchor"):
     """The inputs with `role`, loaded in float32 and sorted by size: (family, [(index, model, config)])."""
-    picked = [i for i, (parent, _) in enumerate(call.inputs) if parent.role == role]
-    if len(picked) < 2:
-        raise ZooError(f"stitching needs at least two anchors (got {len(picked)})")
+    picked = [i for i, (parent, _) in enumerate(call.inputs) if parent.role == role]  # two or more: the contract
     loaded = []
     family = None
     for i in picked:
@@ -190,4 +188,5 @@ def net_shapes(net: StitchedNetwork) -> dict[str, tuple[int, int]]:
 
 register(Operator("stitch.snnet", "1", SNNetParams, _snnet,
                   "stitch a family of pretrained models into one network of many sizes (SN-Net / SN-Netv2)",
-                  default_role="anchor"))
+                  default_role="anchor", deterministic=False,
+                  inputs=(InputSpec("anchor", 2, None), InputSpec("teacher", 0, 1))))

@@ -24,7 +24,7 @@ from zoo.catalog import Catalog, Parent
 from zoo.checkpoint import WEIGHT_INDEXES, Checkpoint
 from zoo.errors import ZooError
 from zoo.families import Widths, family_of, get_family
-from zoo.registry import Operator, OperatorParams, register
+from zoo.registry import InputSpec, Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput, RunResult, run_operator
 from zoo.tasks import get_task
 from zoo.training import TrainParams, train_model, write_model
@@ -37,7 +37,7 @@ STAGES_KEY = "sws_stage_lengths"  # config field that marks a learngene and reco
 
 
 class SWSParams(OperatorParams):
-    task: str = Field(..., description="the task to distil on (digits, digits:0-4, ...)")
+    task: str = Field(..., min_length=1, description="the task to distil on (digits, digits:0-4, ...)")
     stages: int = Field(3, ge=1, description="number of stages = layers in the learngene")
     stage_length: int = Field(2, ge=1, description="layers per stage while training the auxiliary model")
     hidden_size: int | None = Field(None, ge=1, description="auxiliary width [default: the teacher's]")
@@ -207,10 +207,12 @@ def _expand(call: OperatorCall) -> OperatorOutput:
 
 register(Operator("learngene.sws", "1", SWSParams, _sws,
                   "distil a stage-wise weight-shared ViT from a teacher; keep one layer per stage (SWS learngene)",
-                  default_role="teacher"))
+                  default_role="teacher", deterministic=False,
+                  inputs=(InputSpec("teacher"),)))
 register(Operator("learngene.expand", "1", ExpandGeneParams, _expand,
                   "initialise a ViT of any depth by repeating each learngene stage's layer (SWS)",
-                  default_role="teacher"))
+                  default_role="learngene",
+                  inputs=(InputSpec("learngene"),)))
 
 
 # ----- Python API ---------------------------------------------------------------------------

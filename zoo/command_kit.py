@@ -25,12 +25,13 @@ def choose_catalog(target: str | None) -> None:
     _state["open"] = None
 
 
-def catalog() -> "Catalog":
-    """The catalog the user chose, opened on first use."""
+def catalog(create: bool = True) -> "Catalog":
+    """The catalog the user chose, opened on first use. Commands that only read pass
+    `create=False`: where there is no catalog they say so, and create none."""
     from .catalog import Catalog
 
     if not isinstance(_state["open"], Catalog):
-        _state["open"] = Catalog(_state["target"])
+        _state["open"] = Catalog(_state["target"], create=create)
     return _state["open"]
 
 
@@ -45,7 +46,20 @@ def json_option(help: str = "Print the result as JSON.") -> Any:
 
 
 def out_option(help: str = "Catalog name of the result.") -> Any:
-    return typer.Option(None, "--out", "-o", help=help)
+    return typer.Option(None, "--out", "-o", help=help, callback=_checked_name)
+
+
+def _checked_name(value: str | None) -> str | None:
+    """--out names a catalog entry: an empty or invalid name is refused before any work."""
+    if value is not None:
+        from .catalog.catalog import check_name
+        from .errors import ZooError
+
+        try:
+            check_name(value)
+        except ZooError as e:
+            raise ZooError(f"--out: {e}") from None
+    return value
 
 
 def tag_option(help: str = "Tag for the result (repeatable).") -> Any:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from pydantic import Field
 
 from .catalog import Catalog, ModelEntry, Parent
-from .registry import Operator, OperatorParams, register
+from .registry import InputSpec, Operator, OperatorParams, register
 from .runner import OperatorCall, OperatorOutput, run_operator
 from .textdata import python_source_bytes
 
@@ -21,15 +21,15 @@ FINETUNES = {"email": ["email"], "asyncio": ["asyncio"]}
 
 
 class FinetuneParams(OperatorParams):
-    data: list[str] = Field(..., description="standard-library packages whose Python sources are the text")
+    data: list[str] = Field(..., min_length=1, description="standard-library packages whose Python sources are the text")
     steps: int = Field(30, ge=1)
     seed: int = 0
-    lr: float = 1e-3
+    lr: float = Field(1e-3, gt=0)
 
 
 class PretrainParams(FinetuneParams):
     steps: int = Field(60, ge=1)
-    lr: float = 3e-3
+    lr: float = Field(3e-3, gt=0)
     config: dict[str, Any] = Field(default_factory=lambda: dict(DEMO_CONFIG), description="LlamaConfig fields")
 
 
@@ -81,10 +81,12 @@ def _finetune(call: OperatorCall) -> OperatorOutput:
 
 
 register(Operator("demo.pretrain", "1", PretrainParams, _pretrain,
-                  "the demo's tiny Llama, pretrained from scratch on Python sources (bytes)"))
+                  "the demo's tiny Llama, pretrained from scratch on Python sources (bytes)", deterministic=False,
+                  inputs=()))
 register(Operator("demo.finetune", "1", FinetuneParams, _finetune,
                   "the demo's fine-tune of a model (role base) on other Python sources", relation="finetune",
-                  default_role="base"))
+                  default_role="base", deterministic=False,
+                  inputs=(InputSpec("base"),)))
 
 
 def build_demo_zoo(cat: Catalog, steps: int = 60, seed: int = 0, log: Callable[[str], None] = print) -> list[ModelEntry]:

@@ -1,19 +1,25 @@
-"""Run a registered operator: resolve inputs from the catalog, reuse a cached result when
-the same operator, params and input digests ran before, write to the store, and register
-the outputs (one or several) with their one run and lineage in one transaction."""
+"""Run a registered operator: check its declared inputs, resolve them from the catalog
+(paths are hashed, and registered only with the outputs), reuse a cached result when the
+same operator, params and input digests ran before, write to the store (refusing
+non-finite tensors the inputs did not already have), and register the outputs (one or
+several) with their one run, their path inputs and lineage in one transaction."""
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .catalog import Catalog, ModelEntry, NewEntry, Parent, RunRecord
+from .catalog import Catalog, ModelEntry, NewEntry, Parent, RunRecord, StagedInput
 from .card import model_card
+from .catalog.catalog import check_name
 from .checkpoint import Checkpoint
+from .errors import NotFoundError, ZooError
 from .launch import barrier, launched_processes, on_main_process
 from .registry import Operator, OperatorParams, get_operator
 from .writer import CheckpointWriter, TensorSpec, WrittenCheckpoint, specs_from_tensors
@@ -44,9 +50,10 @@ class OutputTarget:
         return {**meta, "output": self.detail} if self.detail else meta
 
     def writer(self, specs: Sequence[TensorSpec], **kwargs: Any) -> CheckpointWriter:
-        """A writer to this output's folder that also writes the model card and provenance metadata."""
+        """A writer to this output's folder that also writes the model card and provenance
+        metadata, and checks every tensor it is given for inf/NaN (`OperatorCall.non_finite`)."""
         extra = {"README.md": self.card(), **kwargs.pop("extra_files", {})}
-        return CheckpointWriter(self.path, specs, extra_files=extra, metadata=self.metadata(), **kwargs)
+        return _FiniteWriter(self.call, self.path, specs, extra_files=extra, metadata=self.metadata(), **kwargs)
 
     def write_tensors(self, tensors: Mapping[str, Any], **kwargs: Any) -> WrittenCheckpoint:
         """Write an in-memory state dict (small models made in memory) as this output."""
@@ -54,6 +61,25 @@ class OutputTarget:
             for name, t in tensors.items():
                 w.write(name, t)
         return w.result
+
+
+class _FiniteWriter(CheckpointWriter):
+    """A checkpoint writer that checks each floating-point tensor (or chunk) as written, in
+    the dtype it is stored in, so that an overflow to inf in a narrower dtype counts too."""
+
+    def __init__(self, call: "OperatorCall", *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.call = call
+
+    def write_slice(self, name: str, start: int, flat: Any) -> None:
+        import torch
+
+        dtype = getattr(torch, self._spec(name).dtype)
+        if dtype.is_floating_point and flat.is_floating_point():
+            flat = flat.detach().to(dtype=dtype)
+            if not bool(torch.isfinite(flat).all()):
+                self.call.non_finite(name)
+        super().write_slice(name, start, flat)
 
 
 @dataclass
@@ -72,8 +98,11 @@ class OperatorCall:
     options: dict = field(default_factory=dict)  # how to run (device, workers): not part of the cache key
     lineage: list[tuple[Parent, ModelEntry]] | None = None  # set by operators that choose among their inputs
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, recorded with the run
+    notes: dict = field(default_factory=dict)  # decisions of the runner worth recording with the run
     _open: dict[int, Checkpoint] = field(default_factory=dict)
     _outputs: dict[str, OutputTarget] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _bad_inputs: list[str] | None = None  # input tensors with inf/NaN (scanned once, when first needed)
 
     def set_lineage(self, parents: Sequence[Parent]) -> None:
         """Record these edges instead of the inputs as given (e.g. a greedy soup marks the
@@ -91,9 +120,24 @@ class OperatorCall:
         return self.lineage if self.lineage is not None else self.inputs
 
     def checkpoint(self, i: int) -> Checkpoint:
-        if i not in self._open:
-            self._open[i] = self.catalog.open(self.inputs[i][1])
-        return self._open[i]
+        with self._lock:
+            if i not in self._open:
+                self._open[i] = self.catalog.open(self.inputs[i][1])
+            return self._open[i]
+
+    def non_finite(self, tensor: str) -> None:
+        """An output tensor holds inf/NaN. Refused (one line naming it) unless an input already
+        held such values: then it is written, recorded in the run's notes and warned about."""
+        with self._lock:
+            if self._bad_inputs is None:
+                self._bad_inputs = _non_finite_tensors(self)
+            if not self._bad_inputs:
+                raise ZooError(f"{self.operator.name}: output tensor {tensor!r} has non-finite values (inf or NaN) "
+                               "although no input has any: a parameter (a lambda, weight or scale) is probably too "
+                               "large; nothing was registered")
+            seen = self.notes.setdefault("non_finite", {"inputs": self._bad_inputs, "outputs": []})
+            if tensor not in seen["outputs"]:
+                seen["outputs"].append(tensor)
 
     # ----- outputs -----------------------------------------------------------------------
     def new_output(self, name: str, *, detail: dict | None = None, summary: str = "",
@@ -154,6 +198,20 @@ class RunResult:
         return self.entries[0]
 
 
+def _non_finite_tensors(call: OperatorCall) -> list[str]:
+    """'ref:tensor' of every floating-point input tensor holding inf or NaN."""
+    import torch
+
+    bad = []
+    for i, (_, entry) in enumerate(call.inputs):
+        ckpt = call.catalog.open(entry) if i not in call._open else call._open[i]
+        for name in ckpt.names():
+            t = ckpt.get(name)
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad.append(f"{entry.ref}:{name}")
+    return bad
+
+
 def _parent_rows(inputs: list[tuple[Parent, ModelEntry]]) -> list[dict]:
     return [{"ref": e.ref, "name": e.name, "location": e.location, "digest": e.digest, "role": p.role,
              "weight": p.weight} for p, e in inputs]
@@ -184,10 +242,55 @@ def run_operator(
 ) -> RunResult:
     """Run operator `name` on `inputs`, or reuse the run with the same cache key. The
     operator returns one `OperatorOutput` or a list of them; all are registered with one
-    run and its lineage in one transaction, and a reused run gives back all its entries."""
+    run and its lineage in one transaction, and a reused run gives back all its entries.
+
+    Before any work: the input roles are checked against the operator's declared inputs
+    and the params validated. An input whose ref is a path (not a catalog reference) is
+    hashed and registered in the same transaction as the outputs, so a failed run adds
+    no row."""
     op = get_operator(name)
+    op.check_inputs([parent.role for parent in inputs])
     p = params if isinstance(params, op.params) else op.validate(params if isinstance(params, dict) else None)
-    resolved = [(parent, catalog.get(parent.ref)) for parent in inputs]
+    if out_name is not None:
+        check_name(out_name)  # an empty or invalid name is refused before any work
+    staged: list[StagedInput] = []
+    try:
+        resolved = _resolve_inputs(catalog, inputs, staged)
+        return _run(catalog, op, p, resolved, staged, out_name, tags=tags, reuse=reuse, progress=progress,
+                    options=options)
+    finally:
+        for st in staged:  # registered with the outputs, or not used: either way nothing of it stays behind
+            st.discard()
+
+
+def _resolve_inputs(catalog: Catalog, inputs: Sequence[Parent],
+                    staged: list[StagedInput]) -> list[tuple[Parent, ModelEntry]]:
+    """Each input's entry: a catalog reference, or a path hashed now (`Catalog.stage`) whose
+    staged entry is appended to `staged`, once per path."""
+    by_path: dict[str, ModelEntry] = {}
+    resolved = []
+    for parent in inputs:
+        try:
+            entry = catalog.get(parent.ref)
+        except NotFoundError:
+            path = Path(parent.ref).expanduser() if isinstance(parent.ref, str) else None
+            if path is None or not path.exists():
+                raise
+            where = str(path.resolve())
+            if where not in by_path:
+                got = catalog.stage(path)
+                if isinstance(got, StagedInput):
+                    staged.append(got)
+                    got = got.entry
+                by_path[where] = got
+            entry = by_path[where]
+        resolved.append((parent, entry))
+    return resolved
+
+
+def _run(catalog: Catalog, op: Operator, p: OperatorParams, resolved: list[tuple[Parent, ModelEntry]],
+         staged: list[StagedInput], out_name: str | None, *, tags: Sequence[str], reuse: bool,
+         progress: Callable[[int], None] | None, options: dict | None) -> RunResult:
     key = cache_key(op, p, resolved)
     if launched_processes() > 1:
         barrier()  # every process decides on the same catalog state: all reuse, or all run
@@ -196,6 +299,8 @@ def run_operator(
         if hit is not None and (out_name is None or hit[1][0].name == out_name):
             return RunResult(hit[1], reused=True, seconds=0.0)
     out_name = out_name or f"{op.name.replace('.', '-')}-{key[:8]}"
+    for _, entry in resolved:  # the digests recorded must be those of the bytes the operator reads
+        catalog.check_unchanged(entry)
     call = OperatorCall(op, catalog, resolved, p, catalog.incoming_path(), out_name, progress, dict(options or {}))
     t0 = time.perf_counter()
     try:
@@ -205,13 +310,24 @@ def run_operator(
         raise
     seconds = time.perf_counter() - t0
     _discard(set(call.output_paths()) - {o.written.path for o in outputs})  # asked for but not returned
+    _warn_non_finite(call)
 
     def register() -> list[ModelEntry]:
-        return _register(catalog, op, p, key, seconds, outputs, call, tags)
+        return _register(catalog, op, p, key, seconds, outputs, call, tags, staged)
 
     if launched_processes() > 1:  # `accelerate launch` / torchrun: every rank ran it, rank 0 records it
         return _record_once(catalog, key, outputs, register, seconds, call.timings)
     return RunResult(register(), False, seconds, dict(call.timings))
+
+
+def _warn_non_finite(call: OperatorCall) -> None:
+    """One stderr line when inf/NaN came in with the inputs and went out with the output."""
+    seen = call.notes.get("non_finite")
+    if seen:
+        inputs, outputs = seen["inputs"], seen["outputs"]
+        print(f"warning: {call.operator.name}: the inputs hold non-finite values (inf or NaN) in {len(inputs)} "
+              f"tensor(s) ({', '.join(inputs[:5])}{', ...' if len(inputs) > 5 else ''}); the output has them in "
+              f"{', '.join(outputs[:5])}{', ...' if len(outputs) > 5 else ''}", file=sys.stderr)
 
 
 def _outputs_of(call: OperatorCall, result: OperatorOutput | Sequence[OperatorOutput]) -> list[OperatorOutput]:
@@ -238,17 +354,18 @@ def _record_once(catalog: Catalog, key: str, outputs: list[OperatorOutput], regi
     if entries is None:
         hit = catalog.find_run(key)
         if hit is None:
-            from .errors import ZooError
-
             raise ZooError("the main process did not record the run (see its error)")
         entries = hit[1]
     return RunResult(entries, reused=False, seconds=seconds, timings=dict(timings))
 
 
 def _register(catalog: Catalog, op: Operator, p: OperatorParams, key: str, seconds: float,
-              outputs: list[OperatorOutput], call: OperatorCall, tags: Sequence[str]) -> list[ModelEntry]:
-    """Every output, the one run that made them and its lineage: one transaction."""
-    notes = {k: v for o in outputs for k, v in (o.notes or {}).items()}
+              outputs: list[OperatorOutput], call: OperatorCall, tags: Sequence[str],
+              staged: Sequence[StagedInput] = ()) -> list[ModelEntry]:
+    """Every output, the one run that made them, the inputs given as paths and the lineage:
+    one transaction. Parents are named by entry id (or a staged input's key), so the edges
+    point at the very entries the operator read."""
+    notes = {**call.notes, **{k: v for o in outputs for k, v in (o.notes or {}).items()}}
     timings = {**call.timings, **({"notes": notes} if notes else {})}
     run = RunRecord(op.name, op.version, p.model_dump(mode="json"), cache_key=key, seconds=seconds,
                     timings=timings or None)
@@ -256,4 +373,7 @@ def _register(catalog: Catalog, op: Operator, p: OperatorParams, key: str, secon
     for o in outputs:
         target = call.output(o.name)
         new.append(NewEntry(o.written, target.name, tags=[*tags, *o.tags], metrics=o.metrics, detail=target.detail))
-    return catalog.register_many(new, run=run, inputs=[parent for parent, _ in call.recorded_inputs()])
+    keys = {id(st.entry): st.key for st in staged}
+    parents = [Parent(e.id if e.id is not None else keys[id(e)], parent.role, parent.weight)
+               for parent, e in call.recorded_inputs()]
+    return catalog.register_many(new, run=run, inputs=parents, staged=staged)

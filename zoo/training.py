@@ -13,14 +13,14 @@ from .catalog import Catalog, Parent
 from .checkpoint import WEIGHT_INDEXES
 from .errors import ZooError
 from .families import family_of, get_family, preset
-from .registry import Operator, OperatorParams, register
+from .registry import InputSpec, Operator, OperatorParams, register
 from .runner import OperatorCall, OperatorOutput, RunResult, run_operator
 from .tasks import get_task
 from .tasks.base import device_of
 
 
 class InitParams(OperatorParams):
-    family: str = Field(..., description="vit, gpt2, llama or bert")
+    family: str = Field(..., min_length=1, description="vit, gpt2, llama or bert")
     config: dict[str, Any] = Field(default_factory=dict, description="transformers config fields")
     seed: int = 0
 
@@ -45,13 +45,13 @@ def write_model(call: OperatorCall, model, architecture: str, side_from=None) ->
 
 
 class TrainParams(OperatorParams):
-    task: str = Field(..., description="digits, digits:0-4, pytext, ...")
+    task: str = Field(..., min_length=1, description="digits, digits:0-4, pytext, ...")
     steps: int = Field(100, ge=1)
-    lr: float = 1e-3
-    batch_size: int = 32
-    weight_decay: float = 0.0
-    schedule: str = Field("constant", description="constant, cosine or lemon")
-    warmup_steps: int = 0
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: str = Field("constant", min_length=1, description="constant, cosine or lemon")
+    warmup_steps: int = Field(0, ge=0)
     seed: int = 0
 
 
@@ -128,9 +128,11 @@ def _train(call: OperatorCall) -> OperatorOutput:
     return OperatorOutput(write_model(call, model, arch, side_from=ckpt), metrics=metrics)
 
 
-register(Operator("init.random", "1", InitParams, _init, "a new, randomly initialised model of a family"))
+register(Operator("init.random", "1", InitParams, _init, "a new, randomly initialised model of a family",
+                  inputs=()))
 register(Operator("train.finetune", "1", TrainParams, _train, "brief training on a task (AdamW, under accelerate)",
-                  relation="finetune", default_role="base"))
+                  relation="finetune", default_role="base", deterministic=False,
+                  inputs=(InputSpec("base"),)))
 
 
 def new_model(catalog: Catalog, preset_or_family: str, name: str | None = None, seed: int = 0,

@@ -22,8 +22,9 @@ from pydantic import Field
 
 from zoo.checkpoint import Checkpoint
 from zoo.errors import ZooError
+from zoo.param_types import NonEmpty
 from zoo.families import detect, family_of
-from zoo.registry import Operator, OperatorParams, register
+from zoo.registry import InputSpec, Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput
 from zoo.tasks import get_task
 from zoo.training import TrainParams, for_task, train_model
@@ -91,17 +92,15 @@ class D2NWGParams(OperatorParams):
     hidden: int = Field(256, ge=16)
     vae_steps: int = Field(1500, ge=1)
     diffusion_steps: int = Field(4000, ge=1)
-    lr: float = 1e-3
-    batch_size: int = 64
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
     support: int = Field(5, ge=1, description="examples per class that describe a task")
     seed: int = 0
 
 
 def _d2nwg_train(call: OperatorCall) -> OperatorOutput:
     p: D2NWGParams = call.params
-    zoo = [i for i, (parent, _) in enumerate(call.inputs) if parent.role == "zoo"]
-    if len(zoo) < 2:
-        raise ZooError(f"D2NWG learns from a zoo: give at least two models (got {len(zoo)})")
+    zoo = [i for i, (parent, _) in enumerate(call.inputs) if parent.role == "zoo"]  # two or more: the contract
     ckpts = [call.checkpoint(i) for i in zoo]
     family, target = family_of(ckpts[0])
     names = ckpts[0].names()
@@ -137,17 +136,17 @@ def _d2nwg_train(call: OperatorCall) -> OperatorOutput:
 # --- p-diff ----------------------------------------------------------------------------------
 
 class PDiffParams(OperatorParams):
-    task: str = Field(..., description="the task the base model was trained on")
-    subset: list[str] = Field(default_factory=list, description="tensor names to generate [default: the last layer]")
+    task: str = Field(..., min_length=1, description="the task the base model was trained on")
+    subset: list[NonEmpty] = Field(default_factory=list, description="tensor names to generate [default: the last layer]")
     checkpoints: int = Field(200, ge=2, description="checkpoints collected by continued training of the subset")
-    collect_lr: float = 1e-3
+    collect_lr: float = Field(1e-3, gt=0)
     chunk: int = Field(256, ge=8)
     latent: int = Field(16, ge=1)
     hidden: int = Field(256, ge=16)
     vae_steps: int = Field(2000, ge=1)
     diffusion_steps: int = Field(4000, ge=1)
-    lr: float = 1e-3
-    batch_size: int = 64
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
     seed: int = 0
 
 
@@ -207,14 +206,14 @@ def _pdiff_train(call: OperatorCall) -> OperatorOutput:
 # --- sampling --------------------------------------------------------------------------------
 
 class SampleParams(OperatorParams):
-    task: str | None = Field(None, description="task to generate for (D2NWG) / to evaluate on")
+    task: str | None = Field(None, min_length=1, description="task to generate for (D2NWG) / to evaluate on")
     n: int = Field(1, ge=1, description="size of the seeded batch this sample comes from")
     index: int = Field(0, ge=0, description="which sample of the batch")
     seed: int = 0
     steps: int = Field(50, ge=1, description="DDIM sampling steps")
     guidance: float = Field(2.0, ge=0.0, description="classifier-free guidance scale (conditional generators)")
     finetune_steps: int = Field(0, ge=0, description="training steps on the task after sampling")
-    lr: float = 1e-3
+    lr: float = Field(1e-3, gt=0)
 
 
 def load_generator(ckpt: Checkpoint) -> WeightGenerator:
@@ -280,8 +279,13 @@ def family_of_config(config: dict):
 
 
 register(Operator("generate.d2nwg.train", "1", D2NWGParams, _d2nwg_train,
-                  "learn a zoo's weights as dataset-conditioned latent diffusion (D2NWG)", default_role="zoo"))
+                  "learn a zoo's weights as dataset-conditioned latent diffusion (D2NWG)", default_role="zoo",
+                  deterministic=False,
+                  inputs=(InputSpec("zoo", 2, None),)))
 register(Operator("generate.pdiff.train", "1", PDiffParams, _pdiff_train,
-                  "learn one training run's parameter subset as latent diffusion (p-diff)", default_role="base"))
+                  "learn one training run's parameter subset as latent diffusion (p-diff)", default_role="base",
+                  deterministic=False,
+                  inputs=(InputSpec("base"),)))
 register(Operator("generate.sample", "1", SampleParams, _sample, "sample a model from a weight generator",
-                  default_role="generator"))
+                  default_role="generator", deterministic=False,
+                  inputs=(InputSpec("generator"),)))

@@ -42,6 +42,7 @@ class MergeMethod:
     max_models: int | None = None
     model_params: dict = field(default_factory=dict)  # per input model: name -> default (or REQUIRED)
     shared_params: dict = field(default_factory=dict)  # whole merge: name -> default
+    types: dict = field(default_factory=dict)  # name -> type with its range, beyond merging.settings.COMMON_TYPES
     # evaluated
     evaluate: Callable[[OperatorCall], OperatorOutput] | None = None
     params: type[OperatorParams] | None = None

@@ -18,18 +18,19 @@ from zoo.runner import OperatorCall, OperatorOutput
 
 from ..api import run_evaluated
 from ..scoring import Scorer, base_and_models, state_of
+from ..settings import SCALE_BOUND
 from . import MergeMethod, register
 
 
 class AtlasParams(OperatorParams):
-    task: str = Field(..., description="task whose few training examples train the coefficients")
+    task: str = Field(..., min_length=1, description="task whose few training examples train the coefficients")
     steps: int = Field(50, ge=0, description="Adam steps")
     lr: float = Field(0.01, gt=0, description="learning rate of the coefficients")
     examples: int = Field(64, ge=1, description="training examples used (one fixed batch)")
     unsupervised: bool = Field(False, description="minimise prediction entropy instead of cross-entropy (no labels)")
-    init: float = Field(0.3, description="starting value of every coefficient")
+    init: float = Field(0.3, ge=-SCALE_BOUND, le=SCALE_BOUND, description="starting value of every coefficient")
     seed: int = Field(0, description="which examples are drawn")
-    split: str = Field("val", description="split the result's metrics are measured on")
+    split: str = Field("val", min_length=1, description="split the result's metrics are measured on")
 
 
 def atlas_state(base_state: Mapping[str, torch.Tensor], task_vectors: Sequence[Mapping[str, torch.Tensor]],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..job import TensorJob
+from ..settings import Fraction
 from . import register
 from .sparsify import abs_deltas, select
 from .task_vectors import Trim, task_vector_method, trimmed_run
@@ -54,4 +55,5 @@ for _name, _consensus, _summary in (
     register(task_vector_method(
         _name, trimmed_run(outlier_trim, _consensus), normalize=False, summary=_summary,
         reference="https://arxiv.org/abs/2312.06795", model_params={"gamma": 0.01},
+        types={"gamma": Fraction},
     ))

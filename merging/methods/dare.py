@@ -9,6 +9,7 @@ import torch
 from zoo.errors import ZooError
 
 from ..job import TensorJob
+from ..settings import Rescale
 from . import register
 from .task_vectors import Trim, task_vector_method, trimmed_run
 
@@ -70,4 +71,5 @@ for _name, _consensus, _summary in (
     register(task_vector_method(
         _name, trimmed_run(random_trim, _consensus), normalize=False, summary=_summary,
         reference="https://arxiv.org/abs/2311.03099", shared_params={"rescale": "inverse"},
+        types={"rescale": Rescale},
     ))

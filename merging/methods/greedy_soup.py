@@ -8,7 +8,6 @@ from pydantic import Field
 
 from zoo.catalog import Catalog, Parent
 from zoo.checkpoint import Checkpoint
-from zoo.errors import ZooError
 from zoo.registry import OperatorParams
 from zoo.runner import OperatorCall, OperatorOutput
 
@@ -18,14 +17,12 @@ from . import MergeMethod, register
 
 
 class GreedySoupParams(OperatorParams):
-    task: str = Field(..., description="validation task the soup is scored on, e.g. digits")
-    split: str = Field("val", description="split the candidates are scored on")
+    task: str = Field(..., min_length=1, description="validation task the soup is scored on, e.g. digits")
+    split: str = Field("val", min_length=1, description="split the candidates are scored on")
 
 
 def evaluate(call: OperatorCall) -> OperatorOutput:
     p: GreedySoupParams = call.params
-    if any(parent.role == "base" for parent, _ in call.inputs):
-        raise ZooError("merge.greedy_soup averages its inputs and takes no base (give every model role 'input')")
     entries = [e for _, e in call.inputs]
     ckpts = [call.checkpoint(i) for i in range(len(entries))]
     scorer = Scorer(ckpts[0], p.task)

@@ -19,20 +19,21 @@ from zoo.training import for_task
 from ..api import run_evaluated
 from ..apply import apply
 from ..scoring import Scorer, base_and_models, higher_is_better, state_of, write_merge
+from ..settings import Weight
 from . import MergeMethod, register
 
 DEFAULT_LAMBDAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.5)
 
 
 class LambdaSearchParams(OperatorParams):
-    task: str = Field(..., description="validation task the lambdas are scored on")
-    lambdas: list[float] = Field(default_factory=lambda: list(DEFAULT_LAMBDAS), min_length=1,
-                                 description="grid of scaling coefficients, tried in order")
-    split: str = Field("val", description="split the grid is scored on")
+    task: str = Field(..., min_length=1, description="validation task the lambdas are scored on")
+    lambdas: list[Weight] = Field(default_factory=lambda: list(DEFAULT_LAMBDAS), min_length=1,
+                                  description="grid of scaling coefficients, tried in order")
+    split: str = Field("val", min_length=1, description="split the grid is scored on")
     negate: bool = Field(False, description="subtract the task vectors (forget the task): pick the worst score")
-    control_task: str | None = Field(None, description="a task whose score must stay acceptable")
+    control_task: str | None = Field(None, min_length=1, description="a task whose score must stay acceptable")
     control_min: float | None = Field(None, description="acceptable control score [default: control_ratio x base's]")
-    control_ratio: float = Field(0.95, description="control_min as a fraction of the base's control score")
+    control_ratio: float = Field(0.95, ge=0, description="control_min as a fraction of the base's control score")
 
 
 def task_arithmetic_state(base: Mapping[str, torch.Tensor], models: Sequence[Mapping[str, torch.Tensor]],

@@ -3,6 +3,7 @@ fine-tunes by a ratio set by the angle between their offsets."""
 from __future__ import annotations
 
 import torch
+from pydantic import StrictBool
 
 from ..job import Emit, TensorJob
 from . import MergeMethod, register
@@ -57,7 +58,7 @@ def run(job: TensorJob, emit: Emit) -> None:
 
 register(MergeMethod(
     "model_stock", run=run, needs_base=True, min_models=2,
-    shared_params={"filter_wise": False},
+    shared_params={"filter_wise": False}, types={"filter_wise": StrictBool},
     summary="base-to-average interpolation with the ratio from the fine-tunes' angle",
     reference="https://arxiv.org/abs/2403.19522",
 ))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from ..job import Emit, TensorJob
-from ..settings import REQUIRED
+from ..settings import REQUIRED, UnitInterval
 from . import MergeMethod, register
 
 DOT_THRESHOLD = 0.9995  # nearly collinear: interpolate linearly instead
@@ -40,7 +40,7 @@ def run(job: TensorJob, emit: Emit) -> None:
 
 register(MergeMethod(
     "slerp", run=run, needs_base=True, min_models=1, max_models=1,
-    shared_params={"t": REQUIRED},
+    shared_params={"t": REQUIRED}, types={"t": UnitInterval},
     summary="spherical interpolation from the base (t=0) to the other model (t=1)",
     reference="https://en.wikipedia.org/wiki/Slerp",
 ))

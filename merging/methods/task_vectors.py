@@ -71,13 +71,13 @@ def trimmed_run(prepare: PrepareTrim, consensus: bool) -> Callable[[TensorJob, E
 
 
 def task_vector_method(name: str, run: Callable[[TensorJob, Emit], None], *, normalize: bool, summary: str,
-                       reference: str, model_params: dict | None = None, shared_params: dict | None = None
-                       ) -> MergeMethod:
+                       reference: str, model_params: dict | None = None, shared_params: dict | None = None,
+                       types: dict | None = None) -> MergeMethod:
     """An entry with the family's settings: per model `weight` and `density`, shared
     `lambda` and `normalize` (plus any of the method's own)."""
     return MergeMethod(
         name, run=run, needs_base=True, min_models=1,
         model_params={"weight": 1.0, "density": 1.0, **(model_params or {})},
         shared_params={"lambda": 1.0, "normalize": normalize, **(shared_params or {})},
-        summary=summary, reference=reference,
+        types=dict(types or {}), summary=summary, reference=reference,
     )

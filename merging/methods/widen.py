@@ -15,6 +15,7 @@ import torch
 from zoo.families import is_token_embedding
 
 from ..job import Emit, TensorJob
+from ..settings import NonNegative
 from . import MergeMethod, register
 
 
@@ -101,6 +102,7 @@ def run(job: TensorJob, emit: Emit) -> None:
 register(MergeMethod(
     "widen", run=run, needs_base=True, min_models=1,
     shared_params={"above_average_value_ratio": 1.0, "score_calibration_value": 1.0},
+    types={"above_average_value_ratio": NonNegative, "score_calibration_value": NonNegative},
     summary="weight disentanglement: per-column magnitude and direction scores (merges fine-tuned and pre-trained)",
     reference="https://arxiv.org/abs/2408.03092",
 ))

@@ -15,7 +15,7 @@ def main(root: Path) -> None:
 
     from zoo import Catalog, save_tensors
     from zoo.catalog import Parent
-    from zoo.registry import Operator, OperatorParams, register
+    from zoo.registry import InputSpec, Operator, OperatorParams, register
     from zoo.runner import OperatorOutput, run_operator
 
     class Params(OperatorParams):
@@ -29,7 +29,7 @@ def main(root: Path) -> None:
             outs.append(OperatorOutput(target.write_tensors({"w": weight * (i + 1)}), name=target.name))
         return outs
 
-    register(Operator("ddp.split", "1", Params, split))
+    register(Operator("ddp.split", "1", Params, split, default_role="source", inputs=(InputSpec("source"),)))
     state = PartialState(cpu=True)
     catalog = Catalog(root / "catalog.db", store=root / "store")
     if state.is_main_process:

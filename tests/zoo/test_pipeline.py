@@ -193,3 +193,53 @@ def test_push_problems_are_reported_before_anything_runs(catalog, change, messag
         run_pipeline(catalog, Pipeline.from_dict(push_doc() | {"steps": push_doc()["steps"] | change}))
     assert "\n" not in str(e.value)
     assert catalog.ls() == []
+
+
+# ----- input contracts: a step that takes one model is never silently given the first of several ----
+def grown_doc(**grown) -> dict:
+    """A 2-point grid of random ViTs, then a LEMON expansion that takes exactly one source."""
+    return {"name": "g", "steps": {
+        "base": {"op": "init.random", "params": VIT, "grid": {"seed": [0, 1]}},
+        "grown": {"op": "expand.lemon", "inputs": ["base"], "params": {"num_layers": 2}, **grown},
+    }}
+
+
+def test_a_grid_fed_to_a_one_model_step_is_refused_at_dry_run(run, catalog, tmp_path):
+    with pytest.raises(ZooError, match=r"^step 'grown': input 'base' gives 2 models, but expand.lemon takes exactly 1 "
+                                       r"with role 'source'; add `for_each: base`") as e:
+        plan(catalog, Pipeline.from_dict(grown_doc()))
+    assert "\n" not in str(e.value) and catalog.ls() == []
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grown_doc()))
+    code, out, err = run("build", str(path), "--dry-run")
+    assert code != 0 and err.count("\n") == 1 and "for_each: base" in err and out == ""
+    code, out, err = run("build", str(path))
+    assert code != 0 and "for_each: base" in err and json.loads(run("ls", "--json")[1]) == []
+
+
+def test_for_each_runs_the_step_once_per_model_with_that_one_parent(catalog):
+    pipe = Pipeline.from_dict(grown_doc(for_each="base"))
+    grown = next(s for s in plan(catalog, pipe) if s["step"] == "grown")
+    assert grown["runs"] == 2 and grown["outputs"] == ["g-grown-0", "g-grown-1"] and grown["for_each"] == "base"
+    results = run_pipeline(catalog, pipe)
+    assert results["grown"].status == "ran" and results["grown"].outputs == ["g-grown-0@1", "g-grown-1@1"]
+    for source, out in zip(results["base"].outputs, results["grown"].outputs):
+        assert [(edge.role, parent.ref) for edge, parent in catalog.parents(out)] == [("source", source)]
+        run = catalog.producing_run(out)
+        assert [(i["ref"], i["role"]) for i in run.inputs] == [(source, "source")]
+        assert catalog.get(out).num_params > catalog.get(source).num_params  # it did grow
+
+
+@pytest.mark.parametrize("step, message", [
+    ({"op": "expand.lemon", "inputs": ["base"], "for_each": "other"}, "`for_each:` names one of the step's inputs"),
+    ({"op": "eval", "inputs": ["base"], "params": {"task": "digits"}, "for_each": "base"}, "for operator steps"),
+    ({"op": "merge.ties", "inputs": ["base"]}, "merge.ties takes exactly 1 model\\(s\\) with role 'base', got 0"),
+    ({"op": "merge.ties", "inputs": [{"ref": "base", "role": "source"}], "for_each": "base"},
+     "merge.ties takes no model with role 'source', got 1"),
+    ({"op": "init.random", "params": VIT, "inputs": ["base"], "for_each": "base"},
+     "init.random takes no model with role 'input', got 1 \\(it takes: no inputs\\)"),
+])
+def test_contract_problems_of_a_step_are_one_line_before_anything_runs(catalog, step, message):
+    with pytest.raises(ZooError, match=message) as e:
+        run_pipeline(catalog, Pipeline.from_dict(grown_doc() | {"steps": {**grown_doc()["steps"], "grown": step}}))
+    assert "\n" not in str(e.value) and catalog.ls() == []

@@ -10,7 +10,8 @@ import torch
 
 from zoo.card import read_card_recipe
 from zoo.catalog import Parent
-from zoo.registry import Operator, OperatorParams, register
+from zoo.errors import ZooError
+from zoo.registry import InputSpec, Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput, run_operator
 
 
@@ -33,7 +34,25 @@ def _split(call: OperatorCall) -> list[OperatorOutput]:
     return outputs
 
 
-register(Operator("test.split", "1", SplitParams, _split, "one model per part", relation="adapter"))
+register(Operator("test.split", "1", SplitParams, _split, "one model per part", relation="adapter",
+                  default_role="source", inputs=(InputSpec("source"),), outputs=lambda p: len(p.parts)))
+
+
+class ScaleParams(OperatorParams):
+    factor: float = 1.0
+    dtype: str = "float32"
+
+
+def _scale(call: OperatorCall) -> OperatorOutput:
+    """Every tensor of the source times `factor`, computed in float64 and stored in `dtype`."""
+    ckpt = call.checkpoint(0)
+    tensors = {n: (ckpt.get(n).double() * call.params.factor).to(getattr(torch, call.params.dtype))
+               for n in ckpt.names()}
+    return OperatorOutput(call.write_tensors(tensors))
+
+
+register(Operator("test.scale", "1", ScaleParams, _scale, "scale every tensor", default_role="source",
+                  inputs=(InputSpec("source"),)))
 
 
 @pytest.fixture
@@ -176,3 +195,115 @@ def test_several_outputs_in_two_launched_processes(tmp_path):
     assert r0 == r1 and len(r0["ids"]) == 3 and r0["reused"] == [False, True] and r0["again"] == r0["ids"]
     catalog = Catalog(tmp_path / "catalog.db", store=tmp_path / "store")
     assert catalog.count() == 4 and len(catalog.runs()) == 1 and _leftovers(catalog) == []
+
+
+# ----- outputs with inf/NaN ----------------------------------------------------------------
+def _visible(catalog) -> list[str]:
+    """Everything in the store a user would see (hidden temporaries aside)."""
+    return sorted(str(p.relative_to(catalog.store)) for p in catalog.store.rglob("*")
+                  if not any(part.startswith(".") for part in p.relative_to(catalog.store).parts))
+
+
+@pytest.mark.parametrize("factor, dtype", [(1e308, "float64"), (1e300, "float32"), (1e6, "float16")])
+def test_a_non_finite_output_is_refused_when_no_input_had_any(catalog, source, factor, dtype):
+    """The source holds 0..5: 5e308 overflows float64, 5e300 float32, 5e6 float16 (max 65504)."""
+    before = _visible(catalog)
+    with pytest.raises(ZooError) as e:
+        run_operator(catalog, "test.scale", [Parent(source.id, "source")], {"factor": factor, "dtype": dtype})
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("test.scale: output tensor 'w' has non-finite values") and "too large" in msg
+    assert catalog.count() == 1 and catalog.runs() == [] and _visible(catalog) == before and _leftovers(catalog) == []
+
+
+def test_non_finite_inputs_pass_through_with_a_warning_naming_them(catalog, tmp_path, capsys):
+    from zoo import save_tensors
+
+    save_tensors(tmp_path / "nan", {"w": torch.tensor([1.0, float("nan")]), "ok": torch.ones(2)})
+    bad = catalog.add(tmp_path / "nan", "has-nan").entry
+    out = run_operator(catalog, "test.scale", [Parent(bad.id, "source")], {"factor": 2.0}).entry
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: test.scale: the inputs hold non-finite values")
+    assert "has-nan@1:w" in err and "ok" not in err.replace("tensor(s)", "")
+    assert catalog.producing_run(out).timings["notes"]["non_finite"] == {"inputs": ["has-nan@1:w"], "outputs": ["w"]}
+    assert torch.isnan(catalog.open(out).get("w")[1])
+
+
+def test_inputs_are_checked_against_the_contract_before_any_work(catalog, source, monkeypatch):
+    import zoo.runner as runner
+
+    monkeypatch.setattr(runner, "cache_key", lambda *a: pytest.fail("work started"))
+    with pytest.raises(ZooError, match=r"^test.scale takes exactly 1 model\(s\) with role 'source', got 2 "
+                                       r"\(it takes: exactly 1 'source'\)$"):
+        run_operator(catalog, "test.scale", [Parent(source.id, "source")] * 2, {})
+    with pytest.raises(ZooError, match=r"^test.scale takes no model with role 'base', got 1"):
+        run_operator(catalog, "test.scale", [Parent(source.id, "base")], {})
+    with pytest.raises(ZooError, match=r"got 0"):  # checked before the refs are resolved
+        run_operator(catalog, "test.scale", [], {})
+    assert catalog.count() == 1 and catalog.runs() == []
+
+
+# ----- inputs given as paths: registered with the output, or not at all ----------------------
+@pytest.fixture
+def shapes(tmp_path):
+    """ft1 and ft2 share names and shapes; other-shape has a wider `w`."""
+    from zoo import save_tensors
+
+    save_tensors(tmp_path / "ft1", {"w": torch.zeros(2, 3), "b": torch.zeros(3)})
+    save_tensors(tmp_path / "ft2", {"w": torch.ones(2, 3), "b": torch.ones(3)})
+    save_tensors(tmp_path / "other-shape", {"w": torch.ones(2, 5), "b": torch.ones(3)})
+    return tmp_path
+
+
+def _rows(run) -> list[str]:
+    return [r["ref"] for r in json.loads(run("ls", "--json")[1])]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "other-shape"], "tensor w has shape [2, 5] in model 2 (other-shape) but [2, 3]"),
+    (["--model", "ft2", "--set", "densty=0.5"], "unknown parameter 'densty'"),
+    (["--model", "ft2", "--model", "missing"], "no model 'missing'"),
+])
+def test_a_failed_merge_registers_none_of_its_path_inputs(run, shapes, monkeypatch, extra, message):
+    monkeypatch.chdir(shapes)
+    assert run("add", "ft1", "--name", "kept")[0] == 0  # one catalogued input, the others given as paths
+    code, out, err = run("merge", "--method", "linear", "--model", "kept", *extra, "--out", "m")
+    assert code != 0 and err.count("\n") == 1 and message in err, err
+    assert _rows(run) == ["kept@1"] and not (shapes / "store" / "m").exists()
+
+
+def test_path_inputs_land_with_the_output_in_one_transaction(run, shapes, monkeypatch):
+    monkeypatch.chdir(shapes)
+    code, out, err = run("merge", "--method", "linear", "--model", "ft1", "--model", "./ft2", "--out", "m")
+    assert code == 0, err
+    assert sorted(_rows(run)) == ["ft1@1", "ft2@1", "m@1"]
+    lineage = json.loads(run("show", "m", "--json")[1])
+    assert sorted(p["parent"] for p in lineage["parents"]) == ["ft1@1", "ft2@1"]
+    code, out, err = run("merge", "--method", "linear", "--model", "ft1", "--model", "./ft2", "--out", "m")
+    assert code == 0 and sorted(_rows(run)) == ["ft1@1", "ft2@1", "m@1"]  # the same merge again: cached, no new rows
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "lambda=.inf"], "lambda"),  # refused as a parameter (or else as the output it makes)
+    (["--weight", "1e300"], "weight"),  # 1e300 x (ones - zeros) would overflow float32
+    (["--weight", "1e6", "--out-dtype", "float16"], "output tensor 'w' has non-finite values"),  # > 65504
+])
+def test_a_merge_that_would_write_inf_is_refused(run, shapes, monkeypatch, args, needle):
+    monkeypatch.chdir(shapes)
+    code, out, err = run("merge", "--method", "task_arithmetic", "--base", "ft1", "--model", "ft2", *args, "--out", "m")
+    assert code != 0 and err.count("\n") == 1 and err.startswith("error: merge.task_arithmetic: "), err
+    assert needle in err
+    assert _rows(run) == [] and not (shapes / "store" / "m").exists()
+    visible = [p for p in (shapes / "store").rglob("*") if not p.name.startswith(".")] if (shapes / "store").exists() else []
+    assert visible == []
+
+
+def test_a_merge_of_an_input_with_nan_warns_naming_the_tensor(run, shapes, monkeypatch):
+    from zoo import save_tensors
+
+    monkeypatch.chdir(shapes)
+    save_tensors(shapes / "nan", {"w": torch.full((2, 3), float("nan")), "b": torch.ones(3)})
+    code, out, err = run("merge", "--method", "linear", "--model", "ft1", "--model", "nan", "--out", "m")
+    assert code == 0 and "merged m@1" in out, err
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "nan@1:w" in warning[0] and "nan@1:b" not in warning[0]
+    assert sorted(_rows(run)) == ["ft1@1", "m@1", "nan@1"]

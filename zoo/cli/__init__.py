@@ -10,16 +10,19 @@ Every error a user can cause prints one line (`error: ...`) and exits non-zero;
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from typing import Optional
 
-import click
 import typer
+import typer.main
 
 from ..command_kit import choose_catalog
 from ..errors import ZooError
 from ..plugins import broken, install_commands
-from . import build, catalog, hub, models
+from . import build, catalog, hub, maintenance, models, reproduce
+from .usage import ABORTS, EXITS, NO_ARGS_HELP, USAGE_ERRORS, non_utf8_argument, usage_line
 
 app = typer.Typer(
     name="zoo",
@@ -49,7 +52,7 @@ def _root(
     choose_catalog(catalog_)
 
 
-for _group in (catalog, models, hub, build):  # the core's commands, in the order `zoo --help` lists them
+for _group in (catalog, models, hub, build, reproduce, maintenance):  # the core's commands, in the order `zoo --help` lists them
     app.add_typer(_group.app)
 
 
@@ -60,33 +63,74 @@ def _wants_debug(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("ZOO_DEBUG") == "1"
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGINT, raised in the main thread so the cleanup paths of an error run
+    (temporary folders removed, the catalog transaction rolled back). Not a
+    KeyboardInterrupt: Typer would turn that into a silent exit 130."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_on_signal(signum: int, _frame) -> None:  # noqa: ANN001
+    signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+    raise Terminated(signum)
+
+
+def _catch_signals() -> dict[int, object]:
+    """Install the handler for SIGTERM and SIGINT (main thread only; SIGINT only if not
+    ignored, as under `nohup`); the handlers that were there, to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN:
+            continue
+        previous[sig] = signal.signal(sig, _raise_on_signal)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn user errors into one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     for problem in broken():  # a broken plugin is a bug in that package: say so, run without it
         typer.echo(f"warning: {problem}", err=True)
+    previous = _catch_signals()
     try:
         rc = app(args=argv, prog_name="zoo", standalone_mode=False)
         return rc if isinstance(rc, int) else 0  # click returns Exit codes in this mode
+    except Terminated as e:  # everything was cleaned up on the way here
+        typer.echo(f"interrupted ({signal.Signals(e.signum).name}); nothing was half-written", err=True)
+        return 128 + e.signum
     except ZooError as e:
         if _wants_debug(argv):
             raise
         typer.echo(f"error: {e}", err=True)
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except EXITS as e:
         return e.exit_code
-    except click.ClickException as e:
-        e.show()
+    except NO_ARGS_HELP as e:  # `zoo` alone: the help is already printed
         return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except USAGE_ERRORS as e:  # option or command typos, bad values: one line, with "did you mean"
+        typer.echo(usage_line(e, argv, typer.main.get_command(app)), err=True)
+        return e.exit_code
+    except (ABORTS, KeyboardInterrupt) as e:
         typer.echo("interrupted; nothing was half-written", err=True)
         return 130
     except Exception as e:  # noqa: BLE001 - a bug; still one line unless --debug
         if _wants_debug(argv):
             raise
+        message = non_utf8_argument(e, argv)  # a name, tag or key typed as bytes that are not UTF-8
+        if message is not None:
+            typer.echo(f"error: {message}", err=True)
+            return 1
         first = (str(e).strip().splitlines() or [""])[0]
         typer.echo(f"error: internal error {type(e).__name__}: {first} (rerun with --debug for details)", err=True)
         return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

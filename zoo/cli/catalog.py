@@ -3,6 +3,7 @@ rm, export, runs. They read through the catalog's read model (`zoo.catalog.views
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -29,13 +30,32 @@ def _parse_parent(text: str):
             weight = float(parts[2])
         except ValueError:
             raise ZooError(f"--parent {text!r}: weight {parts[2]!r} is not a number") from None
+        if not math.isfinite(weight):
+            raise ZooError(f"--parent {text!r}: weight {parts[2]!r} is not a finite number")
     return Parent(ref, role, weight)
 
 
 @app.command()
 def init() -> None:
-    """Create the catalog database (done automatically on first use too)."""
-    cat = catalog()
+    """Create the catalog database, or check an existing one (SQLite's quick integrity check).
+
+    An existing database is used only if it is a weightzoo catalog; an empty file (0 bytes,
+    or an SQLite database without tables) is made one, and `init` says so.
+    """
+    from ..catalog import Catalog
+    from ..catalog.guard import classify_sqlite
+    from ..catalog.location import resolve_url, sqlite_path
+    from ..errors import CatalogError
+
+    path = sqlite_path(resolve_url(catalog_target()))
+    was_empty = path is not None and classify_sqlite(path).kind == "empty"
+    cat = Catalog(catalog_target(), adopt_empty=True)
+    problems = cat.integrity_problems()
+    if problems:
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise CatalogError(f"catalog {cat.where} is damaged ({problems[0]}{more}); restore it from a backup")
+    if was_empty:
+        out.print(f"made the empty database {cat.where} a weightzoo catalog")
     out.print(f"catalog ready: {cat.where} ({cat.count()} models); store: {cat.store}")
 
 
@@ -106,7 +126,7 @@ def show(ref: str = typer.Argument(..., help="name, name@VERSION or id."),
     """Show one model: metadata, files and digests, family shape, lineage, run."""
     from ..catalog import views
 
-    info = views.show(catalog(), ref)
+    info = views.show(catalog(create=False), ref)
     summary = info.pop("config_summary")  # `--json` keeps its documented keys
     if as_json:
         print_json(info)
@@ -152,6 +172,9 @@ def tensors(ref: str = typer.Argument(..., help="Catalog reference, or a path to
             as_json: bool = json_option("JSON array of {name, shape, dtype, params, file}.")) -> None:
     """List a model's tensors (names, shapes, dtypes) from headers, without loading weights."""
     ckpt = _open_ref_or_path(ref)
+    problem = ckpt.config_problem()
+    if problem:  # the tensors are still readable: list them, and say what is broken
+        typer.echo(f"warning: {problem}", err=True)
     rows = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "params": t.numel, "file": t.file}
             for t in ckpt.tensors.values() if not match or match in t.name]
     if as_json:
@@ -173,8 +196,8 @@ def _open_ref_or_path(ref: str):
     from ..errors import NotFoundError
 
     try:
-        return catalog().open(ref)
-    except NotFoundError:
+        return catalog(create=False).open(ref)
+    except NotFoundError:  # no such entry, or no catalog at all: a path still works
         if Path(ref).exists():
             return Checkpoint.open(ref)
         raise
@@ -208,13 +231,22 @@ def diff(a: str = typer.Argument(..., help="First model (reference or path)."),
 @app.command()
 def lineage(ref: str = typer.Argument(..., help="Catalog reference."),
             fmt: str = typer.Option("tree", "--format", help="tree (terminal), dot (Graphviz text) or png."),
-            output: Optional[Path] = typer.Option(None, "--output", "-o", help="File for dot/png [png default: REF-lineage.png]."),
-            show_recipe: bool = typer.Option(False, "--recipe", help="Also print the runs that reproduce the model (JSON).")) -> None:
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="File for dot, png or --recipe (png default: NAME-vN-lineage.png)."),
+            show_recipe: bool = typer.Option(False, "--recipe", help="Print the recipe instead: a `zoo build` pipeline "
+                                             "(YAML) that re-runs every run of the model's ancestry.")) -> None:
     """Show a model's family tree: what it was made from and what was made from it."""
-    from ..provenance import lineage_graph, recipe, render_tree, to_dot, to_png
+    from ..provenance import lineage_graph, recipe_yaml, render_tree, to_dot, to_png
 
-    cat = catalog()
+    cat = catalog(create=False)
     entry = cat.get(ref)
+    if show_recipe:
+        text = recipe_yaml(cat, entry)
+        if output:
+            output.write_text(text)
+            err.print(f"wrote {output}")
+        else:
+            out.print(text, end="", markup=False, highlight=False, emoji=False, soft_wrap=True)
+        return
     g = lineage_graph(cat, entry)
     if fmt == "tree":
         out.print(render_tree(g, entry.id))
@@ -230,26 +262,41 @@ def lineage(ref: str = typer.Argument(..., help="Catalog reference."),
         out.print(f"wrote {path}")
     else:
         raise ZooError(f"unknown --format {fmt!r} (use tree, dot or png)")
-    if show_recipe:
-        print_json(recipe(cat, entry))
 
 
 @app.command()
 def verify(ref: Optional[str] = typer.Argument(None, help="One model; all models if omitted."),
            as_json: bool = json_option("JSON array of {ref, ok, problems}.")) -> None:
-    """Re-hash files and report any that are missing or changed (exit 1 if any)."""
-    cat = catalog()
+    """Check the catalog database (SQLite's quick integrity check), re-hash files and report
+    any that are missing or changed, and (for the whole catalog) store folders no entry
+    points at and temporaries left by killed processes. Exit 1 if anything is wrong."""
+    cat = catalog(create=False)
+    damage = cat.integrity_problems()
+    if damage:  # the rows themselves cannot be trusted: say so, check nothing else
+        if as_json:
+            print_json([{"ref": None, "ok": False, "problems": [f"catalog database damaged: {p}" for p in damage]}])
+        else:
+            out.print(f"[red]FAILED[/red]  catalog {cat.where} is damaged: {damage[0]} (restore it from a backup)")
+        raise typer.Exit(1)
     entries = [cat.get(ref)] if ref else None
     total = sum(e.bytes for e in entries) if entries else sum(r["bytes"] for r in cat.ls())
     with byte_progress("verifying", total) as advance:
         results = cat.verify(ref, progress=advance)
     bad = [r for r in results if not r.ok]
+    leftovers = cat.store_report() if ref is None else None
+    from rich.markup import escape
+
     if as_json:
-        print_json([{"ref": r.ref, "ok": r.ok, "problems": r.problems} for r in results])
+        rows = [{"ref": r.ref, "ok": r.ok, "problems": r.problems} for r in results]
+        if leftovers is not None and not leftovers.clean:
+            rows.append({"ref": None, "ok": False, "problems": leftovers.lines()})
+        print_json(rows)
     else:
         for r in results:
             out.print(f"[green]ok[/green]      {r.ref}" if r.ok else f"[red]FAILED[/red]  {r.ref}: " + "; ".join(r.problems))
-    if bad:
+        for line in leftovers.lines() if leftovers is not None else []:
+            out.print(f"[red]STORE[/red]   {escape(line)}", highlight=False)
+    if bad or (leftovers is not None and not leftovers.clean):
         raise typer.Exit(1)
 
 
@@ -257,7 +304,7 @@ def verify(ref: Optional[str] = typer.Argument(None, help="One model; all models
 def tag(ref: str = typer.Argument(...), tags: List[str] = typer.Argument(..., help="Tags to add (or remove with --remove)."),
         remove: bool = typer.Option(False, "--remove", "-r", help="Remove the tags instead.")) -> None:
     """Add or remove tags on a model."""
-    now = catalog().tag(ref, remove=tags) if remove else catalog().tag(ref, add=tags)
+    now = catalog(create=False).tag(ref, remove=tags) if remove else catalog(create=False).tag(ref, add=tags)
     out.print(f"{catalog().get(ref).ref}: tags = {', '.join(now) or '-'}")
 
 
@@ -265,7 +312,7 @@ def tag(ref: str = typer.Argument(...), tags: List[str] = typer.Argument(..., he
 def metric(ref: str = typer.Argument(...),
            values: List[str] = typer.Argument(..., help="KEY=VALUE pairs; values are read as YAML/JSON (numbers, lists) when they can be.")) -> None:
     """Record free-form metrics on a model (e.g. zoo metric m acc=0.93 task=digits)."""
-    now = catalog().set_metrics(ref, parse_assignments(values, "metric"))
+    now = catalog(create=False).set_metrics(ref, parse_assignments(values, "metric"))
     out.print(f"{catalog().get(ref).ref}: metrics = {json.dumps(now)}")
 
 
@@ -274,14 +321,14 @@ def rm(ref: str = typer.Argument(...),
        force: bool = typer.Option(False, "--force", help="Remove even if other models descend from it (cuts their lineage)."),
        keep_files: bool = typer.Option(False, "--keep-files", help="Keep store files of copied/produced models.")) -> None:
     """Remove a model from the catalog. Files indexed in place are never deleted."""
-    e = catalog().remove(ref, force=force, keep_files=keep_files)
+    e = catalog(create=False).remove(ref, force=force, keep_files=keep_files)
     out.print(f"removed {e.ref}" + (" and its store files" if e.owned and not keep_files else ""))
 
 
 @app.command()
 def export(ref: str = typer.Argument(...), target: Path = typer.Argument(..., help="New folder to create.")) -> None:
     """Copy a model's files to a new folder (digests checked while copying)."""
-    cat = catalog()
+    cat = catalog(create=False)
     e = cat.get(ref)
     with byte_progress("exporting", e.bytes) as advance:
         path = cat.export(e, target, progress=advance)
@@ -294,7 +341,12 @@ def runs(limit: int = typer.Option(20, "--limit", help="How many recent runs."),
     """Recent operator runs: what ran, with which params, producing what."""
     from ..catalog.records import run_row
 
-    rows = [run_row(r) for r in catalog().runs(limit)]
+    from ..catalog.guard import NoCatalogError
+
+    try:
+        rows = [run_row(r) for r in catalog(create=False).runs(limit)]
+    except NoCatalogError:  # nothing has run yet, and reading creates nothing
+        rows = []
     if as_json:
         print_json(rows)
         return

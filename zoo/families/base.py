@@ -187,7 +187,11 @@ class Family:
         arch = (config.get("architectures") or [self.architectures[0]])[0]
         cls = getattr(transformers, arch if arch in self.architectures else self.architectures[0])
         fields = {k: v for k, v in config.items() if k not in ("architectures", "model_type")}
-        return cls(getattr(transformers, self.config_class)(**fields)).eval()
+        try:  # the config is user input (e.g. `zoo new --set`): a bad value is one line
+            return cls(getattr(transformers, self.config_class)(**fields)).eval()
+        except (TypeError, ValueError, RuntimeError, *_config_errors()) as e:
+            detail = " ".join(str(e.__cause__ or e).split()) or type(e).__name__
+            raise ZooError(f"{self.name} config: {detail}") from None
 
     def load(self, ckpt: "Checkpoint") -> "nn.Module":
         """The model with the checkpoint's weights, in eval mode. Hugging Face folders load
@@ -246,3 +250,13 @@ class Family:
 
 
 GENERIC = Family()  # the generic conventions, for architectures without a family
+
+
+def _config_errors() -> tuple[type[Exception], ...]:
+    """What transformers' typed configs raise for a value of the wrong type or range
+    (huggingface_hub's strict dataclasses, in recent versions)."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # older huggingface_hub: plain TypeError/ValueError
+        return ()
+    return (StrictDataclassError,)

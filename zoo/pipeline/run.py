@@ -2,6 +2,7 @@
 (cached and resumable, independent steps in parallel), and the `--dry-run` plan."""
 from __future__ import annotations
 
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
@@ -9,7 +10,7 @@ from typing import Callable
 from ..catalog import Catalog, Parent
 from ..errors import ZooError
 from ..launch import launched_processes
-from ..registry import get_operator
+from ..registry import contract_problem, get_operator
 from .spec import PSEUDO, Pipeline, Step, StepInput, StepResult, output_name
 from .steps import check_pseudo_step, run_pseudo_step
 
@@ -33,6 +34,9 @@ def check(catalog: Catalog, pipeline: Pipeline) -> list[str]:
                     raise ZooError(f"step {step.name!r}: input {inp.ref!r} is neither a step nor a catalog "
                                    "model") from None
         if step.op in PSEUDO:
+            if step.for_each:
+                raise ZooError(f"step {step.name!r}: {step.op} takes all its inputs at once; for_each is for "
+                               "operator steps")
             check_pseudo_step(pipeline, step)
             continue
         op = get_operator(step.op)  # unknown operator: one line naming the known ones
@@ -41,7 +45,34 @@ def check(catalog: Catalog, pipeline: Pipeline) -> list[str]:
                 op.validate(point)
             except ZooError as e:
                 raise ZooError(f"step {step.name!r}: {e}") from None
+        check_inputs(pipeline, step)
     return list(nx.topological_sort(g))
+
+
+def check_inputs(pipeline: Pipeline, step: Step) -> None:
+    """The models each run of an operator step gets, per role, against the operator's declared
+    inputs. An input that can hold several models where the operator takes one is refused
+    (never silently narrowed to its first model) unless the step says `for_each: INPUT`."""
+    op = get_operator(step.op)
+    if op.inputs is None:
+        return
+    counts: Counter[str] = Counter()
+    many: dict[str, tuple[str, int]] = {}  # role -> an input giving several models to it
+    for inp in step.inputs:
+        n = 1 if inp.ref == step.for_each else pipeline.fanout(inp.ref)
+        role = _role(step, inp)
+        counts[role] += n
+        if n > 1:
+            many.setdefault(role, (inp.ref, n))
+    problem = contract_problem(op.name, op.inputs, counts)
+    if problem is None:
+        return
+    spec = next((s for s in op.inputs if s.role in many and not s.admits(counts[s.role])), None)
+    if spec is not None:
+        ref, n = many[spec.role]
+        raise ZooError(f"step {step.name!r}: input {ref!r} gives {n} models, but {op.name} takes {spec.how_many()} "
+                       f"with role {spec.role!r}; add `for_each: {ref}` to run the step once per model")
+    raise ZooError(f"step {step.name!r}: {problem}")
 
 
 def _role(step: Step, inp: StepInput) -> str:
@@ -96,10 +127,15 @@ def run_pipeline(catalog: Catalog, pipeline: Pipeline, *, force: set[str] = froz
     return {n: results[n] for n in order}
 
 
-def _inputs(step: Step, results: dict[str, StepResult]) -> list[Parent]:
+def _inputs(step: Step, results: dict[str, StepResult], one: str | None = None) -> list[Parent]:
+    """The step's inputs in order, each input step standing for all its outputs, except the
+    `for_each` input, which stands for the one model `one`."""
     parents = []
     for inp in step.inputs:
-        refs = results[inp.ref].outputs if inp.ref in results else [inp.ref]
+        if inp.ref == step.for_each and one is not None:
+            refs = [one]
+        else:
+            refs = results[inp.ref].outputs if inp.ref in results else [inp.ref]
         parents += [Parent(r, _role(step, inp), inp.weight) for r in refs]
     return parents
 
@@ -108,17 +144,26 @@ def _run_step(catalog: Catalog, pipeline: Pipeline, step: Step, results: dict[st
               report_dir: Path | None) -> StepResult:
     from ..runner import run_operator
 
-    parents = _inputs(step, results)
     if step.op in PSEUDO:
-        return run_pseudo_step(catalog, pipeline, step, parents, force, report_dir)
-    outs, reused = [], 0
-    for i, point in enumerate(step.points()):
-        r = run_operator(catalog, step.op, parents, point, output_name(pipeline.name, step, i), reuse=not force,
-                         tags=[f"pipeline={pipeline.name}"])
-        outs += [e.ref for e in r.entries]  # every output of a multi-output operator
-        reused += r.reused
+        return run_pseudo_step(catalog, pipeline, step, _inputs(step, results), force, report_dir)
+    each = _for_each_models(step, results)
+    outs, reused, i = [], 0, 0
+    for point in step.points():
+        for one in each:
+            r = run_operator(catalog, step.op, _inputs(step, results, one), point, output_name(pipeline.name, step, i),
+                             reuse=not force, tags=[f"pipeline={pipeline.name}"])
+            outs += [e.ref for e in r.entries]  # every output of a multi-output operator
+            reused += len(r.entries) if r.reused else 0
+            i += 1
     status = "reused" if reused == len(outs) else "ran"
-    return StepResult(step.name, status, outs, detail=f"{reused} of {len(outs)} reused" if step.grid else "")
+    return StepResult(step.name, status, outs, detail=f"{reused} of {len(outs)} reused" if step.indexed else "")
+
+
+def _for_each_models(step: Step, results: dict[str, StepResult]) -> list[str | None]:
+    """The models of the step's `for_each` input, one run each ([None]: one run with all)."""
+    if not step.for_each:
+        return [None]
+    return list(results[step.for_each].outputs) if step.for_each in results else [step.for_each]
 
 
 def plan(catalog: Catalog, pipeline: Pipeline) -> list[dict]:
@@ -128,10 +173,11 @@ def plan(catalog: Catalog, pipeline: Pipeline) -> list[dict]:
     out = []
     for name in order:
         step = pipeline.steps[name]
-        out.append({"step": name, "op": step.op, "inputs": [i.ref for i in step.inputs],
-                    "runs": len(step.points()) if step.op not in PSEUDO else 0,
-                    "outputs": [output_name(pipeline.name, step, i) for i in range(len(step.points()))]
-                    if step.op not in PSEUDO else []})
+        runs = pipeline.runs(step) if step.op not in PSEUDO else 0
+        out.append({"step": name, "op": step.op, "inputs": [i.ref for i in step.inputs], "runs": runs,
+                    "outputs": [output_name(pipeline.name, step, i) for i in range(runs)]})
+        if step.for_each:
+            out[-1]["for_each"] = step.for_each
         if step.op == "push":
             out[-1]["repo"] = step.params["repo"]
     return out

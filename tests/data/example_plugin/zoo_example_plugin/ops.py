@@ -1,7 +1,7 @@
 """`example.scale`: every tensor of the source multiplied by `factor`."""
 from __future__ import annotations
 
-from zoo.registry import Operator, OperatorParams, register
+from zoo.registry import InputSpec, Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput
 
 
@@ -16,4 +16,5 @@ def _scale(call: OperatorCall) -> OperatorOutput:
 
 
 register(Operator("example.scale", "1", ScaleParams, _scale, "multiply every tensor by a factor",
-                  default_role="source"))
+                  default_role="source",
+                  inputs=(InputSpec("source"),)))
