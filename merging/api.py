@@ -13,6 +13,7 @@ from zoo.checkpoint import Checkpoint
 from zoo.errors import NotFoundError, ZooError
 from zoo.runner import RunResult, run_operator
 
+from .lora import ADAPTER_ROLE, split_ref
 from .methods import STREAMING, MergeMethod, get_method
 from .spec import MergeParams
 
@@ -32,27 +33,65 @@ def resolve_input(catalog: Catalog, ref: str | int) -> str | int:
         raise
 
 
+def resolve_pair(catalog: Catalog, ref: str | int) -> tuple[str | int, str | int | None]:
+    """A model reference, or 'MODEL+ADAPTER' (a LoRA adapter applied on the fly): (model, adapter or None)."""
+    model, adapter = split_ref(catalog, ref)
+    return resolve_input(catalog, model), (resolve_input(catalog, adapter) if adapter is not None else None)
+
+
+def adapter_parents(adapter: str | int | None) -> list[Parent]:
+    """The `adapter` input that follows the model it modifies (none without one)."""
+    return [Parent(adapter, ADAPTER_ROLE)] if adapter is not None else []
+
+
 def build_inputs(catalog: Catalog, method: MergeMethod, base: str | int | None,
                  models: Sequence[tuple[str | int, dict]]) -> tuple[list[Parent], list[dict]]:
     """Parents (base first, role 'base'; others 'input' with their scalar weight) and the
     per-model parameter list, in the same order as the non-base parents."""
     parents: list[Parent] = []
     per_model: list[dict] = []
-    base_id = resolve_input(catalog, base) if base is not None else None
+    base_id, base_adapter = resolve_pair(catalog, base) if base is not None else (None, None)
     if base_id is not None:
         parents.append(Parent(base_id, "base"))
+        parents += adapter_parents(base_adapter)
     for ref, params in models:
-        mid = resolve_input(catalog, ref)
-        if method.needs_base and mid == base_id:  # mergekit configs may list the base among models
+        mid, adapter = resolve_pair(catalog, ref)
+        if (method.needs_base or method.optional_base) and (mid, adapter) == (base_id, base_adapter):  # mergekit lists the base among models
             continue
         weight = params.get("weight")
         parents.append(Parent(mid, "input", float(weight) if isinstance(weight, (int, float)) else None))
+        parents += adapter_parents(adapter)
         per_model.append(dict(params))
-    if base_id is not None and not method.needs_base:
-        # methods without a base (linear) treat a listed base as one more input
-        parents[0] = Parent(base_id, "input", None)
-        per_model.insert(0, {})
+    if base_id is not None and not (method.needs_base or method.optional_base):
+        # as mergekit: a method without a base (linear) takes a base_model listed among the
+        # models as that model, and adds one not listed as one more input (with only the
+        # merge-wide parameters: see base_as_input)
+        head = 1 + len(adapter_parents(base_adapter))  # the base and its adapter, if any
+        listed = [(p.ref, parents[i + 1].ref if i + 1 < len(parents) and parents[i + 1].role == ADAPTER_ROLE else None)
+                  for i, p in enumerate(parents) if i >= head and p.role == "input"]
+        if (base_id, base_adapter) in listed:
+            del parents[:head]
+        else:
+            parents[0] = Parent(base_id, "input", None)
+            per_model.insert(0, {})
     return parents, per_model
+
+
+def base_as_input(method: MergeMethod, base, models: Sequence[tuple[str | int, dict]], parameters: dict,
+                  catalog: Catalog) -> None:
+    """mergekit adds a base_model that is not among the models as one more input of a method
+    without a base, with no per-model parameters of its own: linear then has no weight for
+    it and refuses ("Missing required parameter weight"), unless a merge-wide weight is
+    given. The same here, before any work (the table's default weight of 1.0 is for models
+    listed without one, not for a base added silently)."""
+    if base is None or method.needs_base or method.optional_base or "weight" not in method.model_params or "weight" in parameters:
+        return
+    base_id = resolve_pair(catalog, base)
+    if any(resolve_pair(catalog, ref) == base_id for ref, _ in models):
+        return
+    raise ZooError(f"{method.name}: base_model {base} is not among the models; mergekit adds it as one more input, "
+                   "which needs a weight: list it under models: with a weight, give a merge-wide weight, or leave "
+                   "base_model out")
 
 
 def run_merge(catalog: Catalog, method_name: str, base, models, *, parameters: dict | None = None,
@@ -62,6 +101,7 @@ def run_merge(catalog: Catalog, method_name: str, base, models, *, parameters: d
     method = get_method(method_name, STREAMING)
     if method.needs_base and base is None:  # the runner would say it too; this names the flag and the YAML key
         raise ZooError(f"{method.name} needs a base model (--base REF, or base_model: in the YAML)")
+    base_as_input(method, base, models, parameters or {}, catalog)
     parents, per_model = build_inputs(catalog, method, base, models)
     has_model_params = any(per_model)
     parameters = dict(parameters or {})

@@ -44,12 +44,16 @@ def apply(method_name: str, base: torch.Tensor | None, models: Sequence[torch.Te
         shared, per_model = check.shared(shared), check.per_model(per_model)
     except PydanticCustomError as e:
         raise ZooError(f"{method.name}: {e.message()}") from None
+    resolved = [resolve(p, method.model_params, name, 0.0, method.name) for p in per_model]
+    shared = resolve(shared, method.shared_params, name, 0.0, method.name)
+    problem = method.check(resolved, shared, name) if method.check is not None else None
+    if problem:
+        raise ZooError(f"{method.name}: {problem}")
     job = TensorJob(
         name=name, shape=tuple(ref.shape),
         base=in_memory(base) if base is not None else None,
         models=[in_memory(m) for m in models],
-        params=[resolve(p, method.model_params, name, 0.0, method.name) for p in per_model],
-        shared=resolve(shared, method.shared_params, name, 0.0, method.name),
+        params=resolved, shared=shared,
         seed=seed, device=ref.device, dtype=dtype, chunk_elements=chunk_elements,
     )
     out = torch.empty(job.numel, dtype=dtype, device=ref.device)  # the math runs where the tensors are

@@ -29,7 +29,7 @@ from .settings import layer_position, resolve
 from .spec import MergeParams
 
 _FLOAT = {"float64", "float32", "float16", "bfloat16"}
-_NOT_SIDE_FILES = WEIGHT_INDEXES | {"config.json", "README.md"}
+_NOT_SIDE_FILES = WEIGHT_INDEXES | {"config.json", "README.md", "mergekit_config.yml"}  # the last: this merge's own
 
 
 @dataclass
@@ -39,6 +39,38 @@ class MergeReport:
     copied_from_reference: list[str] = field(default_factory=list)  # non-float or mismatched
     partial: dict[str, int] = field(default_factory=dict)  # tensor -> number of models that had it
     dropped: list[str] = field(default_factory=list)  # in some model but not in the reference
+
+
+def precision(params: MergeParams) -> tuple[torch.dtype, torch.dtype | None, str | None]:
+    """(math dtype, dtype the inputs are rounded to first or None, output dtype override).
+
+    mergekit's `dtype`: the inputs are loaded in it (rounded) and the math runs in it; the
+    output is in it unless `out_dtype`. An explicit `compute_dtype` (e.g. float32) runs the
+    math in that precision instead, on the inputs as loaded (what mergekit's linear, slerp
+    and karcher do inside). `out_dtype` alone: float32 math on the inputs as stored, output
+    in out_dtype. None of them: float32 math, output in the inputs' dtype."""
+    name = params.compute_dtype or params.dtype or "float32"
+    compute = getattr(torch, name, None)
+    if not isinstance(compute, torch.dtype) or not compute.is_floating_point:
+        raise ZooError(f"compute_dtype {name!r} is not a floating-point dtype")
+    out_override = params.out_dtype or params.dtype
+    if out_override is not None and out_override not in _FLOAT:
+        raise ZooError(f"output dtype {out_override!r} is not one of {', '.join(sorted(_FLOAT))}")
+    rounded = getattr(torch, params.dtype) if params.dtype else None
+    return compute, rounded, out_override
+
+
+def rounded_source(src, dtype: torch.dtype | None):
+    """A tensor source whose floating-point values are first rounded to `dtype` (mergekit
+    loads its inputs in `dtype`); `src` itself when no rounding is asked."""
+    if dtype is None:
+        return src
+
+    def read(start: int, count: int) -> torch.Tensor:
+        t = src(start, count)
+        return t.to(dtype) if t.is_floating_point() else t
+
+    return read
 
 
 def check_settings(method: MergeMethod, params: MergeParams, n_models: int) -> None:
@@ -122,12 +154,7 @@ def merge_checkpoints(
     devices = resolve_devices(device)
     workers = workers_for(devices, workers)
     tune_allocator()
-    compute = getattr(torch, params.compute_dtype, None)
-    if not isinstance(compute, torch.dtype) or not compute.is_floating_point:
-        raise ZooError(f"compute_dtype {params.compute_dtype!r} is not a floating-point dtype")
-    out_override = params.out_dtype or params.dtype
-    if out_override is not None and out_override not in _FLOAT:
-        raise ZooError(f"output dtype {out_override!r} is not one of {', '.join(sorted(_FLOAT))}")
+    compute, rounded, out_override = precision(params)
 
     ref = base if base is not None else models[0]
     report = MergeReport()
@@ -163,6 +190,22 @@ def merge_checkpoints(
         plans.append((name, merge_it, present))
     report.dropped = sorted({n for m in models for n in m.names() if n not in ref.tensors})
 
+    def settings_for(i: int) -> dict:
+        own = params.model_parameters[i] if params.model_parameters else {}
+        shared = {k: v for k, v in params.parameters.items() if k in method.model_params}
+        return {**shared, **own}
+
+    model_settings = [settings_for(i) for i in range(len(models))]
+    if method.check is not None:  # settings that depend on each other, for every tensor, before any work
+        for name, merge_it, present in plans:
+            if merge_it:
+                t = layer_position(name, layers, family)
+                problem = method.check(
+                    [resolve(model_settings[i], method.model_params, name, t, method.name) for i in present],
+                    resolve(params.parameters, method.shared_params, name, t, method.name), name)
+                if problem:
+                    raise ZooError(f"{method.name}: {problem}")
+
     config = dict(ref.config or {})
     if out_override and config:
         for key in ("torch_dtype", "dtype"):
@@ -174,13 +217,6 @@ def merge_checkpoints(
     largest = max((ref.info(n).numel for n in names), default=1)
     budget = _Budget(max(largest, 64 * 1024 * 1024))
 
-    def settings_for(i: int) -> dict:
-        own = params.model_parameters[i] if params.model_parameters else {}
-        shared = {k: v for k, v in params.parameters.items() if k in method.model_params}
-        return {**shared, **own}
-
-    model_settings = [settings_for(i) for i in range(len(models))]
-
     def work(item) -> None:
         index, (name, merge_it, present) = item
         info = ref.info(name)
@@ -191,8 +227,8 @@ def merge_checkpoints(
                 t = layer_position(name, layers, family)
                 job = TensorJob(
                     name=name, shape=info.shape,
-                    base=(lambda s, c, n=name: base.read(n, s, c)) if base is not None else None,
-                    models=[(lambda s, c, n=name, m=models[i]: m.read(n, s, c)) for i in present],
+                    base=rounded_source(lambda s, c, n=name: base.read(n, s, c), rounded) if base is not None else None,
+                    models=[rounded_source(lambda s, c, n=name, m=models[i]: m.read(n, s, c), rounded) for i in present],
                     params=[resolve(model_settings[i], method.model_params, name, t, method.name) for i in present],
                     shared=resolve(params.parameters, method.shared_params, name, t, method.name),
                     seed=params.seed, device=devices[index % len(devices)], dtype=compute, family=family,

@@ -26,9 +26,11 @@ class MergeParams(OperatorParams):
 
     parameters: dict[str, Any] = Field(default_factory=dict, description=PARAMETERS_HELP)
     model_parameters: list[dict[str, Any]] = Field(default_factory=list, description=MODEL_PARAMETERS_HELP)
-    dtype: FloatDtype | None = Field(None, description="mergekit's dtype: sets the output dtype unless out_dtype does")
-    out_dtype: FloatDtype | None = Field(None, description="output dtype [default: the inputs' dtype]")
-    compute_dtype: FloatDtype = Field("float32", description="precision of the math")
+    dtype: FloatDtype | None = Field(None, description="mergekit's dtype: the inputs are loaded and the math runs in "
+                                     "it (unless compute_dtype); the output is in it unless out_dtype")
+    out_dtype: FloatDtype | None = Field(None, description="output dtype [default: dtype, else the inputs' dtype]")
+    compute_dtype: FloatDtype | None = Field(None, description="precision of the math, on the inputs as loaded (e.g. "
+                                             "float32 with dtype: bfloat16) [default: dtype, else float32]")
     seed: int = Field(0, description="seed for random methods (DARE)")
     mismatched_shapes: Literal["error", "base"] = Field("error", description="error, or 'base' to keep the base's tensor")
     copy_unmatched: bool = Field(False, description="tensors not in every input: an error, or (true) merged over the "

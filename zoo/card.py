@@ -15,17 +15,28 @@ def hub_id(location: str, fallback: str) -> str:
     return fallback
 
 
+def default_relation(relation: str | None, n_parents: int) -> str | None:
+    """The Hub's base_model_relation of an operator's output: the operator's own, else
+    `finetune` for a model made from one model (an expansion, an export) and `merge` for
+    one made from several; none for a model made from nothing."""
+    return relation or ("finetune" if n_parents == 1 else "merge" if n_parents > 1 else None)
+
+
 def model_card(name: str, operator: str, params: dict, parents: Sequence[dict], relation: str | None,
                library: str | None = "transformers", summary: str = "") -> str:
-    """`parents`: [{ref, name, location, digest, role, weight}] as recorded for the run."""
+    """`parents`: [{ref, name, location, digest, role, weight}] as recorded for the run.
+    `base_model` lists a parent's Hub id when it came from the Hub (`hub:` location), else
+    its catalog name, and the card says which are catalog names."""
     front: dict = {}
+    relation = default_relation(relation, len(parents))
+    local = [p["name"] for p in parents if not str(p.get("location") or "").startswith("hub:")]
     if parents:
-        front["base_model"] = [hub_id(p.get("location", ""), p["name"]) for p in parents]
+        front["base_model"] = [hub_id(p.get("location") or "", p["name"]) for p in parents]
     if relation:
         front["base_model_relation"] = relation
     if library:
         front["library_name"] = library
-    front["tags"] = ["weightzoo", operator]
+    front["tags"] = ["weightzoo", operator, *([relation] if relation else [])]
     recipe = {
         "operator": operator,
         "params": params,
@@ -34,6 +45,10 @@ def model_card(name: str, operator: str, params: dict, parents: Sequence[dict], 
     front["weightzoo"] = recipe
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# {name}", ""]
     lines.append(summary or f"Made with weightzoo's `{operator}` operator.")
+    if local:
+        lines += ["", "`base_model` names Hub models by their Hub id; these inputs did not come from the Hub and are "
+                  "named as in the weightzoo catalog they were made in: " + ", ".join(f"`{n}`" for n in dict.fromkeys(local))
+                  + "."]
     if parents:
         lines += ["", "## Inputs", ""]
         lines += [f"- `{p['ref']}` ({p.get('role')}"

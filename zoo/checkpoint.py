@@ -24,6 +24,8 @@ PICKLE_INDEX = "pytorch_model.bin.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 # Files that describe weights rather than accompany them; never copied as side files.
 WEIGHT_INDEXES = {SAFETENSORS_INDEX, PICKLE_INDEX}
+# A PEFT adapter folder: these settings beside adapter_model.safetensors (or .bin)
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 class Checkpoint:
@@ -174,6 +176,23 @@ class Checkpoint:
             )
         return doc
 
+    @property
+    def adapter_config(self) -> dict | None:
+        """The settings of a PEFT adapter (adapter_config.json beside adapter_model weights and
+        no full model weights), None for any other checkpoint."""
+        if self.single_file or ADAPTER_CONFIG not in self.side_files or \
+                not all(Path(f).name.startswith("adapter_model") for f in self.weight_files):
+            return None
+        path = self.root / ADAPTER_CONFIG
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CorruptCheckpointError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(doc, dict):
+            raise CorruptCheckpointError(f"{path}: expected a JSON object of adapter settings, not a JSON "
+                                         f"{json_kind(doc)}")
+        return doc
+
     def config_problem(self) -> str | None:
         """Why config.json cannot be read, or None: for commands that work without it and
         should still say that it is broken."""
@@ -303,6 +322,19 @@ def _unwrap_state_dict(obj, path: Path) -> dict:
     if not state:
         raise CorruptCheckpointError(f"{path}: no tensors inside")
     return {k: v.contiguous() for k, v in state.items()}
+
+
+def adapter_summary(config: dict | None) -> dict | None:
+    """What a PEFT adapter's settings say (kind, base, rank, alpha, targets, rsLoRA), None
+    when `config` is not an adapter's (no peft_type)."""
+    if not isinstance(config, dict) or "peft_type" not in config:
+        return None
+    targets = config.get("target_modules")
+    targets = sorted(targets) if isinstance(targets, list) else targets
+    return {"kind": str(config.get("peft_type")), "base": config.get("base_model_name_or_path"),
+            "rank": config.get("r"), "alpha": config.get("lora_alpha"), "targets": targets,
+            "rslora": bool(config.get("use_rslora")), "modules_to_save": config.get("modules_to_save") or [],
+            "rank_pattern": bool(config.get("rank_pattern")), "alpha_pattern": bool(config.get("alpha_pattern"))}
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:

@@ -220,8 +220,10 @@ class CheckpointWriter:
         side_files: Mapping[str, Path] | None = None,
         extra_files: Mapping[str, str | bytes] | None = None,
         overwrite: bool = False,
+        stem: str = "model",
     ) -> None:
         self.target = Path(target).absolute()
+        self.stem = stem  # weights file name: STEM.safetensors (a PEFT adapter's is adapter_model)
         self.specs = {s.name: s for s in specs}
         if not self.specs:
             raise ZooError(f"{self.target}: nothing to write (no tensors)")
@@ -245,7 +247,7 @@ class CheckpointWriter:
         self.tmp = self._folder_cm.__enter__()
         try:
             groups = plan_shards(list(self.specs.values()), self.max_shard_bytes)
-            self.shard_names = _shard_names(len(groups))
+            self.shard_names = _shard_names(len(groups), self.stem)
             self.shards = [_Shard(self.tmp / n, g, self.file_metadata) for n, g in zip(self.shard_names, groups)]
             for shard in self.shards:
                 for name in shard.offsets:
@@ -319,7 +321,7 @@ class CheckpointWriter:
                 "metadata": {"total_size": sum(s.nbytes for s in self.specs.values())},
                 "weight_map": {name: shard.path.name for name, shard in self._where.items()},
             }
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+            (tmp / f"{self.stem}.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         for rel, src in self.side_files.items():
             shutil.copyfile(src, tmp / rel)
         if self.config is not None:

@@ -94,6 +94,55 @@ def load_text(text: str, where: str) -> Any:
         raise ZooError(f"{where}: not valid YAML ({_first_line(e)})") from None
 
 
+def load_all_text(text: str, where: str) -> list[Any]:
+    """Every document of a YAML stream (`---` between them), with the same limits as
+    `load_text`: the size of the whole text, and the expanded values of all documents
+    together."""
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_BYTES:
+        raise YamlLimitError(f"{where}: larger than the {MAX_BYTES // 1024 // 1024} MiB limit for YAML input")
+    loader = LimitedLoader(text)
+    docs, total = [], 0
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            total += expanded_size(node, MAX_VALUES - total)
+            docs.append(loader.construct_document(node))
+        return docs
+    except _Refused as e:
+        raise YamlLimitError(f"{where}: refused: the YAML {e}") from None
+    except RecursionError:
+        raise YamlLimitError(f"{where}: refused: the YAML is nested too deeply") from None
+    except yaml.YAMLError as e:
+        raise ZooError(f"{where}: not valid YAML ({_first_line(e)})") from None
+    finally:
+        loader.dispose()
+
+
+def read_text(path: str | Path, what: str = "YAML file") -> str:
+    """A YAML file's text, its size checked before reading it; one-line errors."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise ZooError(f"no such {what}: {path}") from None
+    except IsADirectoryError:
+        raise ZooError(f"{path}: is a folder, not a {what}") from None
+    except OSError as e:
+        raise ZooError(f"{path}: cannot read the {what} ({e.strerror})") from None
+    if len(raw) > MAX_BYTES:
+        raise YamlLimitError(f"{path}: larger than the {MAX_BYTES // 1024 // 1024} MiB limit for YAML input")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ZooError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def load_all_file(path: str | Path, what: str = "YAML file") -> list[Any]:
+    """Every document of a YAML file the user gave (see load_all_text)."""
+    return load_all_text(read_text(path, what), str(path))
+
+
 def load_file(path: str | Path, what: str = "YAML file") -> Any:
     """Read and parse a YAML file the user gave; the size is checked before reading it."""
     path = Path(path)

@@ -36,6 +36,7 @@ class MergeMethod:
     reference: str = ""
     version: str = "1"  # the operator's version: bump it when the method's output changes
     needs_base: bool = False  # streaming: without a base, a given base is one more input; evaluated: refused
+    optional_base: bool = False  # streaming: a given base is the base (role 'base'), and the method runs without one
     # streaming
     run: Callable[[TensorJob, Emit], None] | None = None
     min_models: int = 1
@@ -43,6 +44,9 @@ class MergeMethod:
     model_params: dict = field(default_factory=dict)  # per input model: name -> default (or REQUIRED)
     shared_params: dict = field(default_factory=dict)  # whole merge: name -> default
     types: dict = field(default_factory=dict)  # name -> type with its range, beyond merging.settings.COMMON_TYPES
+    # settings that depend on each other, checked per tensor before any work:
+    # (per-model settings, shared settings, tensor name) -> a refusal (without the method's name) or None
+    check: Callable[[list[dict], dict, str], str | None] | None = None
     # evaluated
     evaluate: Callable[[OperatorCall], OperatorOutput] | None = None
     params: type[OperatorParams] | None = None

@@ -1,6 +1,7 @@
 """Model Breadcrumbs (Davari and Belilovsky 2023): cut the largest `gamma` fraction of each
 task vector (outliers) and its smallest entries, keeping `density` of them; sum, or (with
-_ties) elect by sign. Every element inside the two thresholds is kept.
+_ties) elect by sign. Every element inside the two thresholds is kept. `rescale: true`
+(mergekit's) scales the kept deltas back to the task vector's L1 norm.
 """
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import torch
 from ..job import TensorJob
 from ..settings import Fraction
 from . import register
-from .sparsify import abs_deltas, select
+from .sparsify import abs_deltas, kept_l1, l1_rescale, select
 from .task_vectors import Trim, task_vector_method, trimmed_run
 
 
-def outlier_bounds(job: TensorJob, i: int, density: float, gamma: float) -> tuple[float, float] | None:
+def outlier_bounds(job: TensorJob, i: int, density: float, gamma: float,
+                   rescale: bool = False) -> tuple[float, float, float] | None:
     """Breadcrumbs: drop the top `gamma` fraction by magnitude, then the smallest, keeping
-    `density` of the elements: keep lo <= |d| <= hi."""
+    `density` of the elements: keep lo <= |d| <= hi, times the L1 `rescale` factor (1 without)."""
     if density >= 1:
         return None
     n = job.numel
@@ -23,16 +25,19 @@ def outlier_bounds(job: TensorJob, i: int, density: float, gamma: float) -> tupl
     n_top = int(gamma * n)
     n_bottom = max(0, n - keep - n_top)
     if keep <= 0:
-        return (float("inf"), float("inf"))
-    (lo, _), (hi, _) = select(abs_deltas(job, i), [n_bottom, n_bottom + keep - 1])
-    return (lo, hi)
+        return (float("inf"), float("inf"), 1.0)
+    values = abs_deltas(job, i)
+    before = float(values.sum(dtype=torch.float64)) if rescale else 0.0
+    (lo, _), (hi, _) = select(values, [n_bottom, n_bottom + keep - 1])
+    scale = l1_rescale(before, kept_l1(values, lo, hi, ties_at_lo=-1)) if rescale else 1.0
+    return (lo, hi, scale)
 
 
-def apply_bounds(delta: torch.Tensor, bounds: tuple[float, float] | None) -> torch.Tensor:
+def apply_bounds(delta: torch.Tensor, bounds: tuple[float, float, float] | None) -> torch.Tensor:
     """Zero the elements with |d| outside [lo, hi] (float ops only: boolean tensors are slow)."""
     if bounds is None:
         return delta
-    lo, hi = bounds
+    lo, hi, scale = bounds
     if lo == float("inf"):
         return delta.zero_()
     # hardshrink keeps |d| > lambda; the largest value below lo (in d's dtype) keeps |d| >= lo
@@ -40,11 +45,12 @@ def apply_bounds(delta: torch.Tensor, bounds: tuple[float, float] | None) -> tor
     kept = torch.hardshrink(delta, below) if lo > 0 else delta
     if hi != float("inf"):
         kept = torch.where(kept.abs() <= hi, kept, 0.0)
-    return kept
+    return kept.mul_(scale) if scale != 1 else kept
 
 
 def outlier_trim(job: TensorJob) -> Trim:
-    bounds = [outlier_bounds(job, i, float(p["density"]), float(p["gamma"])) for i, p in enumerate(job.params)]
+    rescale = bool(job.shared.get("rescale"))
+    bounds = [outlier_bounds(job, i, float(p["density"]), float(p["gamma"]), rescale) for i, p in enumerate(job.params)]
     return lambda i, _chunk, d: apply_bounds(d, bounds[i])
 
 

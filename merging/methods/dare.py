@@ -11,6 +11,7 @@ from zoo.errors import ZooError
 from ..job import TensorJob
 from ..settings import Rescale
 from . import register
+from .sparsify import l1_rescale
 from .task_vectors import Trim, task_vector_method, trimmed_run
 
 RESCALES = ("inverse", "l1", "none")
@@ -41,9 +42,7 @@ def dare_l1_scale(job: TensorJob, i: int, density: float) -> float:
         d = job.delta_chunk(i, start, count, base).abs_()
         before += float(d.sum(dtype=torch.float64))
         after += float((d * dare_mask(job, i, c, count, density)).sum(dtype=torch.float64))
-    if before < 1e-7 or after < 1e-7:
-        return 1.0
-    return before / after
+    return l1_rescale(before, after)
 
 
 def random_trim(job: TensorJob) -> Trim:

@@ -1,5 +1,6 @@
-"""The sparsification math TIES and Model Breadcrumbs share: |task vector| of a whole
-tensor in a reused scratch buffer, and exact order statistics over it.
+"""The sparsification math TIES, Model Breadcrumbs, DARE, DELLA and SCE share: |task
+vector| of a whole tensor in a reused scratch buffer, exact order statistics over it, and
+mergekit's L1 `rescale`.
 
 Magnitude thresholds come from a selection over |delta| - O(n), never a full sort.
 """
@@ -58,6 +59,27 @@ def select(values: torch.Tensor, ranks: list[int]) -> list[tuple[float, int]]:
             value = np.partition(arr, r)[r]
             out.append((float(value), int(np.count_nonzero(arr > value))))
     return out
+
+
+def l1_rescale(before: float, after: float, eps: float = 1e-7) -> float:
+    """mergekit's `rescale` (RescaleNorm.l1): the factor that gives the kept deltas the L1
+    norm of the whole task vector, `before / after`; 1 when either norm is below `eps`."""
+    return 1.0 if before < eps or after < eps else before / after
+
+
+def kept_l1(values: torch.Tensor, lo: float, hi: float = float("inf"), ties_at_lo: int = 0) -> float:
+    """The L1 norm of what a magnitude trim keeps, from |delta| (any order): every value with
+    lo < v <= hi, plus `ties_at_lo` values equal to lo (or all of them: ties_at_lo < 0)."""
+    if lo == float("inf"):
+        return 0.0
+    total, at_lo = 0.0, 0
+    for s in range(0, values.numel(), 1 << 20):  # in blocks: a few MB of temporaries, whatever the size
+        block = values[s : s + (1 << 20)]
+        inside = (block > lo) if hi == float("inf") else (block > lo) & (block <= hi)
+        total += float(torch.where(inside, block, 0.0).sum(dtype=torch.float64))
+        if ties_at_lo < 0:
+            at_lo += int(torch.count_nonzero(block == lo))
+    return total + (at_lo if ties_at_lo < 0 else ties_at_lo) * lo
 
 
 _scratch = threading.local()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from pydantic import StrictBool
 
 from ..job import Emit, TensorJob
 from . import MergeMethod
@@ -72,12 +73,20 @@ def trimmed_run(prepare: PrepareTrim, consensus: bool) -> Callable[[TensorJob, E
 
 def task_vector_method(name: str, run: Callable[[TensorJob, Emit], None], *, normalize: bool, summary: str,
                        reference: str, model_params: dict | None = None, shared_params: dict | None = None,
-                       types: dict | None = None) -> MergeMethod:
-    """An entry with the family's settings: per model `weight` and `density`, shared
-    `lambda` and `normalize` (plus any of the method's own)."""
+                       types: dict | None = None, check: Callable | None = None) -> MergeMethod:
+    """An entry with the family's settings, as mergekit's generalized task arithmetic has
+    them: per model `weight` and `density`, shared `lambda`, `normalize`, `rescale` (false
+    unless the method says otherwise; no effect where nothing is trimmed) and `int8_mask`
+    (plus any of the method's own).
+
+    `int8_mask` only changes the dtype of mergekit's whole-tensor sign masks (a memory
+    saving, same numbers); the masks here are float ops on one chunk at a time, so it is
+    accepted with no effect on the result."""
     return MergeMethod(
         name, run=run, needs_base=True, min_models=1,
         model_params={"weight": 1.0, "density": 1.0, **(model_params or {})},
-        shared_params={"lambda": 1.0, "normalize": normalize, **(shared_params or {})},
-        types=dict(types or {}), summary=summary, reference=reference,
+        shared_params={"lambda": 1.0, "normalize": normalize, "rescale": False, "int8_mask": False,
+                       **(shared_params or {})},
+        types={"rescale": StrictBool, "int8_mask": StrictBool, **(types or {})}, summary=summary,
+        reference=reference, check=check,
     )

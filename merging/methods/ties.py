@@ -2,6 +2,7 @@
 each element's sign by mass, and average the agreeing entries (a disjoint mean).
 
 TIES keeps exactly k elements: ties at the threshold are taken in order of position.
+`rescale: true` (mergekit's) scales the kept deltas back to the task vector's L1 norm.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from ..job import TensorJob
 from . import register
-from .sparsify import abs_deltas, select
+from .sparsify import abs_deltas, kept_l1, l1_rescale, select
 from .task_vectors import Trim, task_vector_method, trimmed_run
 
 
@@ -18,9 +19,10 @@ class TopK:
     """Keep exactly k elements by magnitude: all above the threshold, then those equal to
     it in order of position until k are kept (deterministic, independent of threads)."""
 
-    def __init__(self, threshold: float, ties: int):
+    def __init__(self, threshold: float, ties: int, scale: float = 1.0):
         self.threshold = threshold
         self.ties = ties  # how many elements equal to the threshold still to keep
+        self.scale = scale  # applied to what is kept (mergekit's L1 rescale)
 
     def apply(self, delta: torch.Tensor) -> torch.Tensor:
         if self.threshold == float("inf"):
@@ -34,24 +36,27 @@ class TopK:
                 tied = (delta.abs() == self.threshold).nonzero().flatten()[: self.ties]
             kept[tied] = delta[tied]
             self.ties -= len(tied)
-        return kept
+        return kept.mul_(self.scale) if self.scale != 1 else kept
 
 
-def magnitude_topk(job: TensorJob, densities: list[float]) -> list[TopK | None]:
+def magnitude_topk(job: TensorJob, densities: list[float], rescale: bool = False) -> list[TopK | None]:
     """TIES trimming for each model: k = max(1, int(density*n)) largest |delta| (None keeps
-    everything)."""
+    everything); with `rescale`, the kept deltas are scaled to the whole delta's L1 norm."""
     out: list[TopK | None] = [None if d >= 1 else TopK(float("inf"), 0) for d in densities]
     for i, density in enumerate(densities):
         if not (0 < density < 1 and job.numel):
             continue
         k = max(1, int(density * job.numel))
-        ((thr, above),) = select(abs_deltas(job, i), [job.numel - k])
-        out[i] = TopK(thr, k - above)
+        values = abs_deltas(job, i)
+        before = float(values.sum(dtype=torch.float64)) if rescale else 0.0
+        ((thr, above),) = select(values, [job.numel - k])
+        scale = l1_rescale(before, kept_l1(values, thr, ties_at_lo=k - above)) if rescale else 1.0
+        out[i] = TopK(thr, k - above, scale)
     return out
 
 
 def magnitude_trim(job: TensorJob) -> Trim:
-    kept = magnitude_topk(job, [float(p["density"]) for p in job.params])
+    kept = magnitude_topk(job, [float(p["density"]) for p in job.params], bool(job.shared.get("rescale")))
     return lambda i, _chunk, d: kept[i].apply(d) if kept[i] is not None else d
 
 

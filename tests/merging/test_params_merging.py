@@ -41,7 +41,7 @@ from tests.helpers.one_line import one_line_error
     ("dare_ties", {"parameters": {"rescale": "l2"}}, "parameter 'rescale' = 'l2' is not allowed"),
     ("breadcrumbs", {"parameters": {"gamma": 1}}, "parameter 'gamma' = 1 is out of range: must be >= 0 and < 1"),
     ("widen", {"parameters": {"score_calibration_value": -1}}, "parameter 'score_calibration_value' = -1 is out"),
-    ("ties", {"parameters": {"t": 0.5}}, "unknown parameter 't' (known: density, lambda, normalize, weight)"),
+    ("ties", {"parameters": {"t": 0.5}}, "unknown parameter 't' (known: density, int8_mask, lambda, normalize, rescale, weight)"),
     ("ties", {"model_parameters": [{"lambda": 1}]}, "unknown per-model parameter 'lambda' (model 1)"),
     ("ties", {"model_parameters": [[0.5]]}, "parameter 'model_parameters[0]' = [0.5] is not allowed"),
     ("ties", {"out_dtype": "fp16"}, "parameter 'out_dtype' = 'fp16' is not allowed"),

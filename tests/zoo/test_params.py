@@ -72,6 +72,8 @@ def _outside(kind: str, bound: float, integer: bool) -> float:
 def _baseline(params: type[OperatorParams]) -> dict:
     """A valid params dict: the required fields filled from their schema."""
     schema = params.model_json_schema()
+    if schema.get("examples"):  # params whose required fields are structured give an example
+        return dict(schema["examples"][0])
     filled = {"string": "digits", "integer": 1, "number": 1.0}
     out = {}
     for name in schema.get("required", []):

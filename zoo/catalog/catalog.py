@@ -212,6 +212,9 @@ class Catalog:
         ckpt = Checkpoint.open(path)
         _check_addable(ckpt, in_place=source is None and not copy and not ckpt.needs_conversion)
         name = _check_name(name or _default_name(ckpt))
+        if not parents and ckpt.adapter_config is not None:  # a PEFT adapter: its base, when catalogued
+            base = self.adapter_base(ckpt.adapter_config)
+            parents = [Parent(base.id, "base")] if base is not None else []
         parent_ids = self._parent_ids(parents)  # fail on a bad parent before any work
         incoming: Path | None = None
         try:
@@ -266,12 +269,13 @@ class Catalog:
                 return existing
             with self._read() as s:
                 version = (s.exec(select(func.max(ModelEntry.version)).where(ModelEntry.name == name)).one() or 0) + 1
-            family, arch = catalog_label(ckpt.config, ckpt.names())
+            config = entry_config(ckpt)
+            family, arch = entry_label(ckpt, config)
             where = str(incoming or ckpt.path)
             entry = ModelEntry(name=name, version=version, family=family, architecture=arch,
                                num_params=ckpt.num_params, dtype=ckpt.dtype, bytes=sum(f[1] for f in files),
                                location=where, path=where, owned=incoming is not None, digest=digest,
-                               config=ckpt.config)
+                               config=config)
             staged = StagedInput(entry, _Pending(name, ckpt, files, digest, None if incoming else str(ckpt.path),
                                                  incoming))
             incoming = None
@@ -320,6 +324,27 @@ class Catalog:
             for st in staged:  # inserted (moved into the store), found already catalogued, or failed
                 st.discard()
 
+    def adapter_base(self, adapter_config: dict) -> ModelEntry | None:
+        """The catalog entry a PEFT adapter's `base_model_name_or_path` names: an entry of that
+        name, an entry indexed at that path, or one pulled from that Hub repository (the
+        newest); None when none is (the text stays in the adapter's recorded config)."""
+        text = adapter_config.get("base_model_name_or_path")
+        if not isinstance(text, str) or not text.strip() or not _storable(text):
+            return None
+        try:
+            return self.get(text)
+        except NotFoundError:
+            pass
+        where = Path(text).expanduser()
+        with self._read() as s:
+            if where.exists():
+                found = s.exec(select(ModelEntry).where(ModelEntry.path == str(where.resolve()))
+                               .order_by(col(ModelEntry.id).desc())).first()
+                if found is not None:
+                    return found
+            return s.exec(select(ModelEntry).where(col(ModelEntry.location).startswith(f"hub:{text}@", autoescape=True))
+                          .order_by(col(ModelEntry.id).desc())).first()
+
     def incoming_path(self) -> Path:
         """A fresh path in the store for an operator to write its output to."""
         return self._incoming_path()
@@ -346,8 +371,8 @@ class Catalog:
         the store go back where they were if it fails. `staged` inputs are inserted first
         (or matched to an entry with the same digest) and stand in for their unsaved entries
         among `parents`."""
-        configs = [p.ckpt.config for p in pending]  # read before the folders move into the store
-        kinds = [catalog_label(c, p.ckpt.names()) for c, p in zip(configs, pending)]
+        configs = [entry_config(p.ckpt) for p in pending]  # read before the folders move into the store
+        kinds = [entry_label(p.ckpt, c) for c, p in zip(configs, pending)]
         staged_kinds = [(st.entry.family, st.entry.architecture) for st in staged]
         given = list(parents)
         for attempt in range(5):
@@ -776,6 +801,20 @@ def _hash_in_place(ckpt: Checkpoint, progress: Progress | None = None) -> list[t
     return [_File(rel, st.st_size, d, st.st_mtime_ns) for rel, st, d in zip(ckpt.files(), before, digests)]
 
 
+def entry_config(ckpt: Checkpoint) -> dict | None:
+    """What an entry records as its config: config.json, or a PEFT adapter's settings."""
+    adapter = ckpt.adapter_config
+    return ckpt.config if adapter is None else adapter
+
+
+def entry_label(ckpt: Checkpoint, config: dict | None) -> tuple[str | None, str | None]:
+    """(family, architecture) of an entry; a PEFT adapter is family 'lora' (or its peft type)."""
+    if ckpt.adapter_config is not None:
+        kind = str(config.get("peft_type") or "peft").lower() if config else "peft"
+        return kind, f"{kind.upper()} adapter"
+    return catalog_label(config, ckpt.names())
+
+
 def _default_name(ckpt: Checkpoint) -> str:
     stem = ckpt.path.stem if ckpt.single_file else ckpt.root.name
     return re.sub(r"[^A-Za-z0-9._\-]+", "-", stem).strip("-.") or "model"
@@ -801,6 +840,7 @@ def _check_addable(ckpt: Checkpoint, *, in_place: bool) -> None:
             raise ZooError(f"{shown}: the name is not valid UTF-8, so the catalog cannot record it; "
                            "rename it (e.g. with `mv`) and add it again")
     ckpt.config  # noqa: B018 - raises a one-line CorruptCheckpointError for a bad config.json
+    ckpt.adapter_config  # noqa: B018 - and for a bad adapter_config.json
 
 
 def _check_name(name: str) -> str:
@@ -824,7 +864,8 @@ def _convert_pickled(ckpt: Checkpoint, target: Path) -> WrittenCheckpoint:
     tensors = {n: ckpt.get(n) for n in ckpt.names()}
     side = {rel: ckpt.root / rel for rel in ckpt.side_files if rel not in WEIGHT_INDEXES}
     meta = {"converted_from": ckpt.weight_files}
-    return save_tensors(target, tensors, metadata=meta, side_files=side)
+    stem = "adapter_model" if ckpt.adapter_config is not None else "model"  # a PEFT adapter stays one
+    return save_tensors(target, tensors, metadata=meta, side_files=side, stem=stem)
 
 
 def _executor(conn):

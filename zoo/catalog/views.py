@@ -80,7 +80,15 @@ def show(catalog: Catalog, ref: Ref, *, detailed: bool = False) -> dict:
     TUI's longer list)."""
     from ..families import config_summary, widths_summary
 
+    from ..checkpoint import adapter_summary
+
     info = catalog.show(ref)
+    adapter = adapter_summary(info["config"])
+    if adapter is not None:  # a PEFT adapter: its settings, and its base as a catalog entry when one is
+        base = next((p["parent"] for p in info["parents"] if p["role"] == "base"), None)
+        info["adapter"] = {**adapter, "base_ref": base}
+        info["widths"], info["config_summary"] = None, {}
+        return info
     info["widths"] = widths_summary(info["config"])
     info["config_summary"] = config_summary(info["config"], detailed=detailed)
     return info

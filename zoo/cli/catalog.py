@@ -86,6 +86,11 @@ def add(
         return
     if result.created:
         out.print(f"added [bold]{e.ref}[/bold]  {e.family or '?'}  {human_count(e.num_params)} params  {e.dtype}  {human_bytes(e.bytes)}  id={e.id}")
+        from ..catalog import views
+
+        adapter = views.show(cat, e).get("adapter")
+        if adapter:
+            out.print(adapter_line(adapter))
     else:
         out.print(f"already catalogued as [bold]{e.ref}[/bold] (identical bytes); nothing added")
 
@@ -143,6 +148,8 @@ def show(ref: str = typer.Argument(..., help="name, name@VERSION or id."),
         elif isinstance(val, (list, dict)):
             val = json.dumps(val) if val else "-"
         t.add_row(f"[bold]{key}[/bold]", str(val if val is not None else "-"))
+    if info.get("adapter"):
+        t.add_row("[bold]adapter[/bold]", adapter_line(info["adapter"]))
     if summary:
         t.add_row("[bold]config[/bold]", ", ".join(f"{k}={v}" for k, v in summary.items()))
     if info.get("widths"):
@@ -164,6 +171,20 @@ def show(ref: str = typer.Argument(..., help="name, name@VERSION or id."),
     for f in info["files"]:
         files.add_row(f["path"], human_bytes(f["size"]), f["sha256"])
     out.print(files)
+
+
+def adapter_line(a: dict) -> str:
+    """'LoRA adapter of BASE (rank 8, alpha 16, targets q_proj, v_proj)'."""
+    kind = "LoRA" if a["kind"] == "LORA" else a["kind"]
+    base = a["base_ref"] or (f"{a['base']} (not in the catalog)" if a["base"] else "an unnamed base")
+    targets = a["targets"] if isinstance(a["targets"], str) else ", ".join(a["targets"] or []) or "-"
+    bits = [f"rank {a['rank']}" + (" (varies by module)" if a["rank_pattern"] else ""),
+            f"alpha {a['alpha']}" + (" (varies by module)" if a["alpha_pattern"] else ""), f"targets {targets}"]
+    if a["rslora"]:
+        bits.append("rsLoRA")
+    if a["modules_to_save"]:
+        bits.append(f"full {', '.join(a['modules_to_save'])}")
+    return f"{kind} adapter of {base} ({', '.join(bits)})"
 
 
 @app.command()

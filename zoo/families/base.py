@@ -83,6 +83,7 @@ class Family:
     headless: tuple[str, ...] = ()  # architectures without a head (base models, classifiers with their own)
     library: str | None = None  # the library that loads it as stored (the Hub card's `library_name`)
     free_head_dim: bool = False  # head_dim is its own config field (hidden need not be heads x head_dim)
+    linear_in_out: bool = False  # linear weights stored [in, out] (GPT-2's Conv1D), not torch's [out, in]
     masked_encoder: bool = False  # a masked-language encoder: no next-token prediction
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # small named configs (`zoo new vit-ti`)
     tied_head_names: ClassVar[dict[str, tuple[str, ...]]] = {}  # head tensor -> embeddings it may be tied to

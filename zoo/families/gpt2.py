@@ -15,6 +15,7 @@ class GPT2Family(Family):
     config_class = "GPT2Config"
     architectures = ("GPT2LMHeadModel", "GPT2Model")
     headless = ("GPT2Model",)
+    linear_in_out = True  # Conv1D
     library = "transformers"
     token_embeddings = ("wte.",)
     tied_head_names = {"lm_head.weight": ("transformer.wte.weight",)}
