@@ -23,18 +23,23 @@ def install(root: typer.Typer) -> None:
 @app.command()
 def expand(
     ref: str = typer.Argument(..., help="The model to expand (catalog reference)."),
-    method: str = typer.Option("lemon", "--method", help="lemon (lossless), bert2bert (FPI baseline) or net2net (baseline)."),
+    method: str = typer.Option("lemon", "--method", help="lemon (lossless), bert2bert (bert2BERT FPI), bert2bert_aki "
+                               "(bert2BERT AKI: added units from the next layer) or net2net (baseline)."),
     hidden_size: Optional[int] = typer.Option(None, "--hidden-size", help="Target hidden size [default: unchanged]."),
-    num_layers: Optional[int] = typer.Option(None, "--num-layers", help="Target depth, at most 2x [default: unchanged]."),
+    num_layers: Optional[int] = typer.Option(None, "--num-layers", help="Target depth (lemon, net2net: at most 2x; "
+                                             "bert2bert: any, by stacking) [default: unchanged]."),
     num_heads: Optional[int] = typer.Option(None, "--num-heads", help="Target heads [default: hidden / head_dim]."),
     intermediate_size: Optional[int] = typer.Option(None, "--intermediate-size", help="Target MLP width [default: scaled with hidden]."),
-    seed: int = seed_option("Seed of the random splits that break symmetry."),
+    depth_init: Optional[str] = typer.Option(None, "--depth-init", help="lemon: new layers' output projections, "
+                                             "cancel (non-zero, cancelling; default) or zero (the reference code's rule)."),
+    seed: int = seed_option("Seed of the random splits and unit maps."),
     out: Optional[str] = out_option(),
     tag: List[str] = tag_option(),
     no_cache: bool = no_cache_option("Expand again even if recorded."),
     device: str = device_option(),
 ) -> None:
-    """Grow a model to a larger width and/or depth with the same function (LEMON).
+    """Grow a model to a larger width and/or depth: with the same function (LEMON), or by
+    bert2BERT's FPI/AKI or Net2Net.
 
     Example: zoo expand gpt2-small --hidden-size 1024 --num-layers 24 --out gpt2-grown
     """
@@ -45,7 +50,7 @@ def expand(
     cat = catalog()
     result = expand_command(
         cat, ref, method, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-        intermediate_size=intermediate_size, seed=seed, out=out, tags=tag, reuse=not no_cache,
+        intermediate_size=intermediate_size, seed=seed, out=out, tags=tag, reuse=not no_cache, depth_init=depth_init,
         progress_factory=item_progress, device=device)
     e = result.entry
     verb = "reused" if result.reused else "expanded into"

@@ -1,10 +1,11 @@
 """Expanding a catalogued model to a larger shape: target widths, tensor plan, streaming
-write, and the `expand.*` operators (LEMON and the bert2bert / Net2Net baselines)."""
+write, and the `expand.*` operators (LEMON, bert2BERT FPI and AKI, Net2Net)."""
 from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -16,23 +17,39 @@ from zoo.registry import InputSpec, Operator, OperatorParams, register
 from zoo.runner import OperatorCall, OperatorOutput
 from zoo.writer import TensorSpec
 
-from .expansion import Recipe, build_maps, check_target, depth_plan, expand_tensor, new_shape
+from .expansion import (Recipe, aki_merge, build_maps, check_target, depth_plan, expand_tensor, identity_norm,
+                        new_layer_maps, new_shape, stack_plan)
 
 
 class ExpandParams(OperatorParams):
     hidden_size: int | None = Field(None, ge=1, description="target hidden size [default: unchanged]")
-    num_layers: int | None = Field(None, ge=1, description="target depth, at most 2x [default: unchanged]")
+    num_layers: int | None = Field(None, ge=1, description="target depth (LEMON, Net2Net: at most 2x) "
+                                                          "[default: unchanged]")
     num_heads: int | None = Field(None, ge=1, description="target attention heads [default: hidden/head_dim]")
     intermediate_size: int | None = Field(None, ge=1, description="target MLP width [default: scaled with hidden]")
-    seed: int = Field(0, description="seed of the random splits (symmetry breaking)")
+    seed: int = Field(0, description="seed of the random splits (symmetry breaking) and unit maps (bert2BERT, Net2Net)")
 
 
-def RECIPES(seed: int) -> dict[str, Recipe]:
+class LemonParams(ExpandParams):
+    depth_init: Literal["cancel", "zero"] = Field(
+        "cancel", description="new layers' output projections: cancel (units paired inside the layer, non-zero "
+                              "fan-outs that sum to zero) or zero (the reference code's rule: a unit with one copy "
+                              "gets 0, so all-zero at unchanged width)")
+
+
+def RECIPES(seed: int, depth_init: str = "cancel") -> dict[str, Recipe]:
+    def seeded() -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
     return {
-        "lemon": Recipe("lemon", fill="mean", split="random", rescale_norms=True, depth="zero_output"),
-        "bert2bert": Recipe("bert2bert", fill="none", split="equal", rescale_norms=False, depth="stack"),
+        "lemon": Recipe("lemon", fill="mean", split="random", rescale_norms=True, depth="zero_output",
+                        depth_init=depth_init),
+        "bert2bert": Recipe("bert2bert", fill="none", split="equal", rescale_norms=False, depth="stack",
+                            unit_map="random", generator=seeded()),
+        "bert2bert_aki": Recipe("bert2bert_aki", fill="none", split="equal", rescale_norms=False, depth="stack",
+                                unit_map="random", generator=seeded(), aki=True),
         "net2net": Recipe("net2net", fill="none", split="equal", rescale_norms=False, depth="zero_output",
-                          unit_map="random", generator=torch.Generator().manual_seed(seed)),
+                          unit_map="random", generator=seeded(), depth_init="zero"),
     }
 
 
@@ -50,6 +67,18 @@ def target_widths(family: Family, src: Widths, p: ExpandParams) -> Widths:
                   p.num_layers or src.layers)
 
 
+@dataclass(frozen=True)
+class Planned:
+    """One output tensor: what it is made from and how."""
+
+    name: str
+    source: str
+    role: TensorRole
+    new: bool = False  # in a layer added by depth growth (LEMON, Net2Net)
+    identity_norm: bool = False  # post-LN depth growth: this LayerNorm becomes gamma = 1, beta = 0
+    aki_source: str | None = None  # AKI: the next layer's tensor that the added units/heads copy
+
+
 @dataclass
 class ExpansionPlan:
     family: Family
@@ -57,9 +86,19 @@ class ExpansionPlan:
     src: Widths
     dst: Widths
     recipe: Recipe
-    outputs: list[tuple[str, str, TensorRole, bool]]  # (output name, source name, role, is a new layer)
+    outputs: list[Planned]
     synthesized: dict[str, str]  # tied head -> embedding it copies
     specs: list[TensorSpec]
+
+
+# Post-LN depth growth (LEMON's reference code for Post-LN BERT): the copy of layer i before a
+# new layer gets an identity block-output LN; the new layer gets an identity attention-output
+# LN, cancelling output projections, and keeps layer i's block-output LN.
+POST_LN_NORMS = ("attention_out_norm", "block_out_norm")  # the kinds a post-LN family names
+
+
+def _post_ln_identity(role: TensorRole, new: bool, before_new: bool) -> bool:
+    return (new and role.kind == "attention_out_norm") or (before_new and role.kind == "block_out_norm")
 
 
 def plan_expansion(ckpt: Checkpoint, method: str, p: ExpandParams) -> ExpansionPlan:
@@ -70,38 +109,41 @@ def plan_expansion(ckpt: Checkpoint, method: str, p: ExpandParams) -> ExpansionP
         raise ZooError(f"the target shape equals the source's (hidden {src.hidden}, {src.layers} layers, MLP "
                        f"{src.intermediate}): give a larger hidden_size, num_layers or intermediate_size (zoo expand: "
                        "--hidden-size, --num-layers, --intermediate-size)")
-    check_target(family, src, dst)
-    recipe = RECIPES(p.seed)[method]
+    recipe = RECIPES(p.seed, getattr(p, "depth_init", "cancel"))[method]
+    check_target(family, src, dst, max_depth_ratio=None if recipe.depth == "stack" else 2)
     if recipe.fill != "none":
         recipe.fill = "zero" if family.norm == "rms" else "mean"
-    if family.norm == "post_ln" and method == "lemon":
-        if dst.hidden % src.hidden:
-            raise ZooError(f"{family.name} is post-LN: LEMON is lossless only for hidden sizes that are multiples of "
-                           f"{src.hidden} (asked {dst.hidden})")
-        if dst.layers != src.layers:
-            raise ZooError(f"{family.name} is post-LN: new layers cannot be exact identities, so depth expansion "
-                           f"would not be lossless; expand width only (or use --method bert2bert)")
+    if family.norm == "post_ln" and method == "lemon" and dst.hidden % src.hidden:
+        raise ZooError(f"{family.name} is post-LN: LEMON is lossless only for hidden sizes that are multiples of "
+                       f"{src.hidden} (asked {dst.hidden})")
     names = ckpt.names()
     synthesized = family.tied_heads(config, names)  # tied heads the file leaves out: written untied
     roles = family.roles(names + list(synthesized), config)
-    plan = depth_plan(src.layers, dst.layers)
+    post_ln_depth = family.norm == "post_ln" and recipe.depth == "zero_output" and dst.layers > src.layers
+    if post_ln_depth and not {r.kind for r in roles.values()} >= set(POST_LN_NORMS):
+        raise ZooError(f"{family.name} is post-LN and does not name its attention-output and block-output "
+                       "LayerNorms, which depth growth needs; expand width only")
+    plan = (stack_plan if recipe.depth == "stack" else depth_plan)(src.layers, dst.layers)
     outputs = []
     by_layer: dict[int, list[str]] = {}
     for n in names + list(synthesized):
         layer = roles[n].layer
         if layer is None:
-            outputs.append((n, n, roles[n], False))
+            outputs.append(Planned(n, n, roles[n]))
         else:
             by_layer.setdefault(layer, []).append(n)
-    layered = []
     for position, (layer, is_new) in enumerate(plan):
+        before_new = position + 1 < len(plan) and plan[position + 1][1]
         for n in by_layer.get(layer, []):
-            layered.append((family.rename_layer(n, position), n, roles[n], is_new))
-    outputs = outputs + layered
+            role = roles[n]
+            aki = recipe.aki and layer + 1 < src.layers and family.rename_layer(n, layer + 1) in roles
+            outputs.append(Planned(family.rename_layer(n, position), n, role, is_new,
+                                   post_ln_depth and _post_ln_identity(role, is_new, before_new),
+                                   family.rename_layer(n, layer + 1) if aki else None))
     specs = []
-    for out_name, src_name, role, _ in outputs:
-        info = ckpt.info(synthesized.get(src_name, src_name))
-        specs.append(TensorSpec(out_name, new_shape(info.shape, role, src, dst), info.dtype))
+    for o in outputs:
+        info = ckpt.info(synthesized.get(o.source, o.source))
+        specs.append(TensorSpec(o.name, new_shape(info.shape, o.role, src, dst), info.dtype))
     return ExpansionPlan(family, config, src, dst, recipe, outputs, synthesized, specs)
 
 
@@ -132,20 +174,32 @@ def run_expansion(ckpt: Checkpoint, plan: ExpansionPlan, seed: int, open_writer,
     workers = workers_for(devices, workers)
     tune_allocator()
     maps = build_maps(plan.src, plan.dst, plan.recipe)
+    cancel = plan.recipe.depth_init == "cancel" and plan.recipe.split == "random"
+    new_maps = new_layer_maps(maps) if cancel else maps
     config = expanded_config(plan)
     side = {rel: ckpt.root / rel for rel in ckpt.side_files if rel not in WEIGHT_INDEXES | {"config.json", "README.md"}}
     writer = open_writer(plan.specs, config=config, side_files=side)
     if progress is not None and hasattr(progress, "set_total"):
         progress.set_total(len(plan.outputs))
+
+    def as_math(t: torch.Tensor, device) -> torch.Tensor:
+        return t.to(device).to(torch.float64 if t.dtype == torch.float64 else torch.float32)
+
     def work(item) -> None:
-        index, (out_name, src_name, role, is_new) = item
-        t = ckpt.get(plan.synthesized.get(src_name, src_name))
-        if t.is_floating_point():
-            t = t.to(devices[index % len(devices)]).to(torch.float64 if t.dtype == torch.float64 else torch.float32)
-            recipe = replace(plan.recipe, generator=_generator(seed, out_name))  # per tensor: any thread order
-            zero_output = is_new and recipe.depth == "zero_output"
-            t = expand_tensor(t, role, out_name, maps, recipe, zero_output=zero_output)
-        writer.write(out_name, t)
+        index, o = item
+        t = ckpt.get(plan.synthesized.get(o.source, o.source))
+        if o.identity_norm:
+            t = identity_norm(tuple(plan.specs[index].shape), o.name.endswith("bias"), t.dtype)
+        elif t.is_floating_point():
+            device = devices[index % len(devices)]
+            recipe = replace(plan.recipe, generator=_generator(seed, o.name))  # per tensor: any thread order
+            zero_output = o.new and recipe.depth == "zero_output"
+            t = expand_tensor(as_math(t, device), o.role, o.name, new_maps if o.new else maps, recipe,
+                              zero_output=zero_output)
+            if o.aki_source is not None:  # (equal splits draw nothing: the next layer expands the same way)
+                nxt = expand_tensor(as_math(ckpt.get(o.aki_source), device), o.role, o.name, maps, recipe)
+                t = aki_merge(t, nxt, o.role, maps)
+        writer.write(o.name, t)
         if progress is not None:
             progress(1)
 
@@ -171,8 +225,12 @@ def _operator(method: str):
     return fn
 
 
-for _method, _summary in (("lemon", "lossless width/depth expansion (LEMON, Wang et al. 2024)"),
-                          ("bert2bert", "function-preserving init by circular copies (bert2bert FPI baseline)"),
-                          ("net2net", "Net2WiderNet/DeeperNet: random copies with equal splits (baseline)")):
-    register(Operator(f"expand.{_method}", "1", ExpandParams, _operator(_method), _summary, default_role="source",
+for _method, _version, _params, _summary in (
+        ("lemon", "2", LemonParams, "lossless width/depth expansion (LEMON, Wang et al. 2024)"),
+        ("bert2bert", "2", ExpandParams, "bert2BERT FPI (Chen et al. 2022): random copies, equal splits, depth by "
+                                         "stacking"),
+        ("bert2bert_aki", "1", ExpandParams, "bert2BERT AKI: FPI whose added units/heads copy the next layer's, "
+                                             "depth by stacking"),
+        ("net2net", "2", ExpandParams, "Net2WiderNet/DeeperNet: random copies with equal splits (baseline)")):
+    register(Operator(f"expand.{_method}", _version, _params, _operator(_method), _summary, default_role="source",
                       inputs=(InputSpec("source"),)))

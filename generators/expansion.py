@@ -4,12 +4,13 @@ Every resized axis gets an index map (which source unit each new position copies
 rule for each side of it: axes that *produce* a quantity gather (copy) along the map,
 axes that *consume* it split the original fan-in over the copies so the sum is unchanged.
 A `Recipe` says how: LEMON (average/zero-expanded residual stream, asymmetric random
-splits, rescaled norms, zero-output new layers), bert2bert's FPI (circular copies, equal
-splits) or Net2Net (random copies, equal splits).
+splits, rescaled norms, new layers whose paired units cancel), bert2BERT's FPI/AKI (random
+copies, equal splits, AKI's added units from the next layer; depth by stacking) or Net2Net
+(random copies, equal splits).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -42,6 +43,10 @@ class Recipe:
     depth: str  # "zero_output" (new blocks are exact identities) or "stack" (copies)
     unit_map: str = "circular"  # "circular" or "random" for heads/units beyond the originals
     generator: torch.Generator = field(default_factory=torch.Generator)
+    # new layers' output projections: "cancel" (units paired inside the layer, fan-outs [A, -A])
+    # or "zero" (the reference's rule: duplicated units cancel, a unit with one copy gets 0)
+    depth_init: str = "cancel"
+    aki: bool = False  # bert2BERT AKI: units/heads added by width growth copy the next layer's
 
 
 def circular(n_old: int, n_new: int) -> torch.Tensor:
@@ -51,6 +56,14 @@ def circular(n_old: int, n_new: int) -> torch.Tensor:
 def random_map(n_old: int, n_new: int, g: torch.Generator) -> torch.Tensor:
     extra = torch.randint(0, n_old, (n_new - n_old,), generator=g)
     return torch.cat([torch.arange(n_old), extra])
+
+
+def paired(index: torch.Tensor, period: int | None = None) -> torch.Tensor:
+    """Position j takes the unit of position j mod `period` (default half the length), so
+    every unit kept has at least two copies: pairs, and one triple when the length is odd.
+    A length of 1 cannot be paired."""
+    period = period or max(1, len(index) // 2)
+    return index[torch.arange(len(index)) % period]
 
 
 def lemon_stream_map(d_old: int, d_new: int) -> torch.Tensor:
@@ -142,7 +155,7 @@ def split(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, mode: str
     n_old = t.shape[axis] // group
     real = index >= 0
     counts = torch.bincount(index[real], minlength=n_old)
-    if (counts == 0).any():
+    if (counts == 0).any() and not zero_sum:  # (a cancelling layer may leave source units out)
         raise ZooError("expansion dropped a source unit (target narrower than source?)")
     elem = _elements(index, group)
     if mode == "equal":
@@ -158,6 +171,8 @@ def split(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, mode: str
     # the last copy of each unit takes the remainder; every other position is drawn
     positions = torch.arange(len(index))
     last = torch.full((n_old,), -1, dtype=torch.long).scatter_reduce_(0, index[real], positions[real], reduce="amax")
+    present = (last >= 0).nonzero().flatten()  # source units with at least one copy
+    last = last[present]
     drawn_units = torch.ones(len(index), dtype=torch.bool)
     drawn_units[last] = False
     drawn = _elements(positions[drawn_units], group) if group > 1 else positions[drawn_units]
@@ -176,6 +191,8 @@ def split(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, mode: str
             noise_of = torch.index_select(out, axis, src_elem.to(out.device))
             owners = _elements(index[copied], group) if group > 1 else index[copied]
             owed = torch.zeros_like(base).index_add_(axis, owners.to(out.device), noise_of)
+            if len(present) < n_old:
+                owed = torch.index_select(owed, axis, _elements(present, group).to(out.device))
             last_elem = _elements(last, group) if group > 1 else last
             out.index_add_(axis, last_elem.to(out.device), owed.neg_())
     return out
@@ -228,6 +245,34 @@ def expand_tensor(t: torch.Tensor, role: TensorRole, name: str, maps: Maps, reci
     return out
 
 
+def identity_norm(shape: tuple[int, ...], is_bias: bool, dtype: torch.dtype) -> torch.Tensor:
+    """gamma = 1, beta = 0: a LayerNorm that is the identity on already-normalised input
+    (post-LN depth growth moves a layer's output affine into the new layer after it)."""
+    return torch.zeros(shape, dtype=dtype) if is_bias else torch.ones(shape, dtype=dtype)
+
+
+_PRODUCERS = {A.UNITS: "units", A.Q_HEADS: "heads", A.KV_HEADS: "kv_heads", A.QKV: "heads"}
+
+
+def aki_merge(own: torch.Tensor, nxt: torch.Tensor, role: TensorRole, maps: Maps) -> torch.Tensor:
+    """bert2BERT's AKI: along a producer axis (MLP units, heads), the positions added by width
+    growth take the next layer's (already expanded) weights; the source's own units keep
+    theirs. Unit maps keep the first n_old positions as the identity, so the added ones are
+    the positions from n_old on."""
+    out = own.clone()
+    for axis, kind in enumerate(role.axes):
+        if kind not in _PRODUCERS:
+            continue
+        index = getattr(maps, _PRODUCERS[kind])
+        group = 1 if kind == A.UNITS else maps.head_dim
+        added = _elements(torch.arange(int(index.max()) + 1, len(index)), group)
+        if kind == A.QKV:  # the same heads in each of the fused q, k and v blocks
+            added = torch.cat([added + part * len(index) * group for part in range(3)])
+        added = added.to(out.device)
+        out.index_copy_(axis, added, nxt.index_select(axis, added))
+    return out
+
+
 def new_shape(shape: tuple[int, ...], role: TensorRole, src: Widths, dst: Widths) -> tuple[int, ...]:
     size = {A.RES_OUT: dst.hidden, A.RES_IN: dst.hidden, A.NORM: dst.hidden,
             A.Q_HEADS: dst.heads * dst.head_dim, A.KV_HEADS: dst.kv_heads * dst.head_dim,
@@ -237,10 +282,10 @@ def new_shape(shape: tuple[int, ...], role: TensorRole, src: Widths, dst: Widths
 
 
 def depth_plan(layers_old: int, layers_new: int) -> list[tuple[int, bool]]:
-    """[(source layer, is_new)] in output order: each new layer right after its source,
-    sources spread evenly through the stack."""
-    n_new = layers_new - layers_old
-    chosen = {(i * layers_old) // n_new for i in range(n_new)} if n_new else set()
+    """[(source layer, is_new)] in output order, LEMON's interpolation as its reference code
+    places it: the first 2*L_old - L_new layers as they are, then each of the last
+    L_new - L_old source layers followed by a new layer built from it."""
+    chosen = set(range(2 * layers_old - layers_new, layers_old))
     plan = []
     for layer in range(layers_old):
         plan.append((layer, False))
@@ -249,7 +294,23 @@ def depth_plan(layers_old: int, layers_new: int) -> list[tuple[int, bool]]:
     return plan
 
 
+def stack_plan(layers_old: int, layers_new: int) -> list[tuple[int, bool]]:
+    """bert2BERT's depth growth (Algorithm 1, StackBERT-style): the widened model stacked
+    floor(L_new / L_old) times, then its top L_new mod L_old layers (4 -> 6: 0 1 2 3 2 3)."""
+    times, rest = divmod(layers_new, layers_old)
+    order = list(range(layers_old)) * times + list(range(layers_old - rest, layers_old))
+    return [(layer, False) for layer in order]
+
+
+def _heads_of(kv_heads: torch.Tensor, group: int) -> torch.Tensor:
+    """Query-head map from the key/value-head map: query head j of group k copies query
+    head j mod group of the source group kv_heads[k], so each query keeps its key/value."""
+    return (kv_heads[:, None] * group + torch.arange(group)).flatten()
+
+
 def build_maps(src: Widths, dst: Widths, recipe: Recipe) -> Maps:
+    """One map per resized axis, shared by every layer (bert2BERT: one hidden map for the
+    whole model). Query heads follow their key/value heads (grouped-query attention)."""
     g = recipe.generator
     unit_map: Callable[[int, int], torch.Tensor] = (
         circular if recipe.unit_map == "circular" else (lambda a, b: random_map(a, b, g)))
@@ -259,19 +320,35 @@ def build_maps(src: Widths, dst: Widths, recipe: Recipe) -> Maps:
     else:
         stream = lemon_stream_map(src.hidden, dst.hidden)
         scale = (dst.hidden // src.hidden) * src.hidden / dst.hidden
-    return Maps(stream=stream, heads=unit_map(src.heads, dst.heads), kv_heads=unit_map(src.kv_heads, dst.kv_heads),
+    kv_heads = unit_map(src.kv_heads, dst.kv_heads)
+    return Maps(stream=stream, heads=_heads_of(kv_heads, src.heads // src.kv_heads), kv_heads=kv_heads,
                 units=unit_map(src.intermediate, dst.intermediate), head_dim=src.head_dim, stream_scale=scale)
 
 
-def check_target(family: Family, src: Widths, dst: Widths) -> None:
-    """Refuse shapes that cannot be reached, naming the rule."""
+def new_layer_maps(maps: Maps) -> Maps:
+    """The maps of a LEMON new layer under depth_init 'cancel': its MLP units and heads are
+    paired inside the layer (identical fan-in), so the zero-sum split of the output
+    projection gives non-zero fan-outs [A, -A] (or A, B, -A-B) that cancel for any input.
+    Heads pair by key/value head (a query keeps its key/value); with one key/value head
+    the query heads of its group pair. One head, or one unit, cannot pair: it stays 0."""
+    group = len(maps.heads) // len(maps.kv_heads)
+    if len(maps.kv_heads) >= 2:
+        kv_heads = paired(maps.kv_heads)
+        heads = paired(maps.heads, (len(maps.kv_heads) // 2) * group)
+    else:
+        kv_heads, heads = maps.kv_heads, paired(maps.heads)
+    return replace(maps, heads=heads, kv_heads=kv_heads, units=paired(maps.units))
+
+
+def check_target(family: Family, src: Widths, dst: Widths, max_depth_ratio: int | None = 2) -> None:
+    """Refuse shapes that cannot be reached, naming the rule (`max_depth_ratio` None: any depth)."""
     if dst.head_dim != src.head_dim:
         raise ZooError(f"head_dim stays {src.head_dim} under expansion; choose heads so that heads x head_dim fits")
     for what, a, b in (("hidden size", src.hidden, dst.hidden), ("heads", src.heads, dst.heads),
                        ("intermediate size", src.intermediate, dst.intermediate), ("layers", src.layers, dst.layers)):
         if b < a:
             raise ZooError(f"target {what} {b} is smaller than the source's {a}; expansion only grows models")
-    if dst.layers > 2 * src.layers:
+    if max_depth_ratio is not None and dst.layers > max_depth_ratio * src.layers:
         raise ZooError(f"depth can at most double ({src.layers} -> {2 * src.layers} layers), asked {dst.layers}")
     group = src.heads // src.kv_heads
     if dst.heads % group or dst.kv_heads * group != dst.heads:

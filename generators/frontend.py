@@ -9,9 +9,11 @@ from zoo.runner import RunResult, run_operator
 
 def expand_command(catalog: Catalog, ref: str, method: str, *, hidden_size: int | None, num_layers: int | None,
                    num_heads: int | None, intermediate_size: int | None, seed: int, out: str | None,
-                   tags, reuse: bool, progress_factory, device: str = "cpu") -> RunResult:
+                   tags, reuse: bool, progress_factory, device: str = "cpu", depth_init: str | None = None) -> RunResult:
     params = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
               "intermediate_size": intermediate_size, "seed": seed}
+    if depth_init is not None:  # (a LEMON parameter: other methods refuse it by name)
+        params["depth_init"] = depth_init
     source = catalog.get(ref)
     with progress_factory("expanding") as advance:
         return run_operator(catalog, f"expand.{method}", [Parent(source.id, "source")], params, out, tags=tags,

@@ -3,8 +3,8 @@
     from generators.lemon import expand
     entry = expand("gpt2-small", hidden_size=128, num_layers=8, out="gpt2-wide")
 
-The expansion itself lives in `expansion.py` (shared with the bert2bert and Net2Net
-baselines); this module is the LEMON-facing API.
+The expansion itself lives in `expansion.py` (shared with bert2BERT's FPI and AKI and with
+Net2Net); this module is the LEMON-facing API.
 """
 from __future__ import annotations
 
@@ -18,11 +18,14 @@ from zoo.schedules import register_schedule
 
 def expand(ref: str | int, *, catalog: Catalog | None = None, method: str = "lemon", out: str | None = None,
            hidden_size: int | None = None, num_layers: int | None = None, num_heads: int | None = None,
-           intermediate_size: int | None = None, seed: int = 0, tags=()):
-    """Expand a catalogued model; returns the registered entry (lineage role `source`)."""
+           intermediate_size: int | None = None, seed: int = 0, depth_init: str | None = None, tags=()):
+    """Expand a catalogued model; returns the registered entry (lineage role `source`).
+    `depth_init` (LEMON only): "cancel" (default) or "zero", see `expand.LemonParams`."""
     catalog = catalog or Catalog()
     params = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
               "intermediate_size": intermediate_size, "seed": seed}
+    if depth_init is not None:
+        params["depth_init"] = depth_init
     return run_operator(catalog, f"expand.{method}", [Parent(ref, "source")], params, out, tags=tags).entry
 
 

@@ -33,14 +33,15 @@ class BertFamily(Family):
         "attention.self.value.bias": TensorRole((A.KV_HEADS,)),
         "attention.output.dense.weight": TensorRole((A.RES_OUT, A.HEADS_IN), block_output=True),
         "attention.output.dense.bias": TensorRole((A.RES_OUT,), block_output=True),
-        "attention.output.LayerNorm.weight": TensorRole((A.NORM,), kind="norm"),
-        "attention.output.LayerNorm.bias": TensorRole((A.NORM,), kind="norm"),
+        # post-LN: the attention sub-layer's and the block's output norms (depth growth sets them apart)
+        "attention.output.LayerNorm.weight": TensorRole((A.NORM,), kind="attention_out_norm"),
+        "attention.output.LayerNorm.bias": TensorRole((A.NORM,), kind="attention_out_norm"),
         "intermediate.dense.weight": TensorRole((A.UNITS, A.RES_IN)),
         "intermediate.dense.bias": TensorRole((A.UNITS,)),
         "output.dense.weight": TensorRole((A.RES_OUT, A.UNITS_IN), block_output=True),
         "output.dense.bias": TensorRole((A.RES_OUT,), block_output=True),
-        "output.LayerNorm.weight": TensorRole((A.NORM,), kind="norm"),
-        "output.LayerNorm.bias": TensorRole((A.NORM,), kind="norm"),
+        "output.LayerNorm.weight": TensorRole((A.NORM,), kind="block_out_norm"),
+        "output.LayerNorm.bias": TensorRole((A.NORM,), kind="block_out_norm"),
     }
 
     def role(self, name: str, config: dict) -> TensorRole | None:
