@@ -1,8 +1,9 @@
 """Stitching on digits, end to end: three ViT anchors of increasing width trained with
 `zoo train`, stitched with SN-Net (v1 and v2) and briefly trained; a Learngene Pool
 distilled from the largest anchor. Reports each network's configurations (FLOPs and
-accuracy ranges, Pareto front, how many lie within 1 point of the line between
-neighbouring anchors), stored parameters, and stitched training throughput against
+test-accuracy ranges, Pareto front (selected on the validation split), how many lie
+within 1 point of the line between neighbouring anchors), stored parameters, and stitched
+training throughput against
 training the largest anchor alone; draws the Pareto picture.
 
     python benchmarks/stitch_digits.py            # ~10 minutes on 2 CPU cores

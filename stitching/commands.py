@@ -124,10 +124,11 @@ def learngene_pool(
     teacher: str = typer.Option(..., "--teacher", help="The large pretrained model to distil."),
     task: str = typer.Option(..., "--task", help="Task to distil and fine-tune on."),
     aux_hidden: List[int] = typer.Option([], "--aux-hidden", help="Hidden size of an auxiliary model (repeat) [default: teacher/4, teacher/2]."),
-    aux_depth: Optional[int] = typer.Option(None, "--aux-depth", help="Blocks per auxiliary model [default: half the teacher's]."),
+    aux_depth: List[int] = typer.Option([], "--aux-depth", help="Blocks of a group of auxiliary models (repeat; each group is stitched within itself) (default: 1/2 and 3/4 of the teacher's)."),
+    positions: str = typer.Option("front_end", "--positions", help="Self-attention distillation positions: front_end or end."),
     distill_steps: int = typer.Option(300, "--distill-steps", help="Distillation steps."),
     steps: int = typer.Option(200, "--steps", help="Pool fine-tuning steps (one stitched path per step)."),
-    alpha: float = typer.Option(0.5, "--alpha", help="Weight of the hard-label loss (the rest: soft logits + block MSE)."),
+    alpha: float = typer.Option(0.1, "--alpha", help="Weight of the hard-label loss (the rest: soft logits + block and self-attention MSE)."),
     lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
     batch_size: int = typer.Option(64, "--batch-size", help="Examples per step."),
     seed: int = seed_option("Seed."),
@@ -139,7 +140,7 @@ def learngene_pool(
     from zoo.runner import run_operator
 
     cat = catalog()
-    params = {"task": task, "aux_hidden": aux_hidden, "aux_depth": aux_depth, "distill_steps": distill_steps,
+    params = {"task": task, "aux_hidden": aux_hidden, "aux_depths": aux_depth, "positions": positions, "distill_steps": distill_steps,
               "steps": steps, "alpha": alpha, "lr": lr, "batch_size": batch_size, "seed": seed}
     with item_progress("distilling") as advance:
         result = run_operator(cat, "learngene.pool", [Parent(cat.get(teacher).id, "teacher")],

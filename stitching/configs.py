@@ -76,6 +76,25 @@ def snnet_v1(depths: list[int], kernel: int = 2, stride: int = 1) -> list[Stitch
     return configs
 
 
+def grouped_v1(groups: list[list[int]], kernel: int = 2, stride: int = 1) -> list[StitchConfig]:
+    """SN-Net v1 inside each group of anchors, never across groups (Learngene Pool builds
+    one pool per auxiliary depth). Anchors are numbered group after group; ids: every
+    anchor first, then each group's stitches."""
+    depths = [d for g in groups for d in g]
+    configs = anchor_configs(depths)
+    offset = 0
+    for group in groups:
+        for c in snnet_v1(group, kernel, stride)[len(group):]:
+            route = tuple(Segment(s.anchor + offset, s.start, s.stop) for s in c.route)
+            keys = []
+            for key in c.stitches:
+                front, end, layer = (int(v) for v in key.split("-"))
+                keys.append(stitch_key(front + offset, end + offset, layer))
+            configs.append(StitchConfig(len(configs), route, tuple(keys), c.kind))
+        offset += len(group)
+    return configs
+
+
 def snnet_v2(depths: list[int]) -> list[StitchConfig]:
     """Two-way stitching for each neighbouring pair (small s, large l, depth ratio r):
     SL (j, (j+1)r) with layer j; LS from large block j to small block map(j)+1 (every

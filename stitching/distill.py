@@ -2,10 +2,20 @@
 trains stitched networks and learngene students unchanged."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from zoo.errors import ZooError
+
+# Where a block's self-attention sub-layer sits, as a module whose output is the attention
+# output projected back to the residual width, before dropout, residual add and any norm:
+# BERT's `attention.output.dense` (its `attention` module already adds the residual and
+# normalises), ViT's `attention`, GPT-2's `attn`, Llama's `self_attn`.
+ATTENTION_PATHS = ("attention.output.dense", "attention", "attn", "self_attn")
 
 
 class _Replay:
@@ -53,3 +63,30 @@ def follow(teacher: torch.nn.Module, batch: dict[str, Any]) -> torch.nn.Module:
     student and the batches, not frozen modules the objective holds)."""
     device = next(v.device for v in batch.values() if isinstance(v, torch.Tensor))
     return teacher.to(device)
+
+
+def attention_module(block: torch.nn.Module) -> torch.nn.Module:
+    """The block's self-attention sub-layer (see ATTENTION_PATHS)."""
+    for path in ATTENTION_PATHS:
+        try:
+            return block.get_submodule(path)
+        except AttributeError:
+            continue
+    raise ZooError(f"no self-attention sub-layer found in {type(block).__name__} (looked for {', '.join(ATTENTION_PATHS)})")
+
+
+@contextmanager
+def capture_attention(blocks: Sequence[torch.nn.Module]) -> Iterator[list[torch.Tensor]]:
+    """Collect each block's self-attention output (Learngene Pool's `out_att`, the MHSA
+    sub-layer output before the residual add), in the order the blocks run."""
+    outs: list[torch.Tensor] = []
+
+    def keep(_module, _inputs, output) -> None:
+        outs.append(output[0] if isinstance(output, tuple) else output)
+
+    hooks = [attention_module(b).register_forward_hook(keep) for b in blocks]
+    try:
+        yield outs
+    finally:
+        for h in hooks:
+            h.remove()

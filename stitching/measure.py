@@ -74,6 +74,22 @@ def pareto_front(points: list[tuple[int, float, float]]) -> list[int]:
     return front
 
 
+def flag_pareto(configs: list[StitchConfig], metric: str, higher_is_better: bool = True) -> list[int]:
+    """Mark each configuration's `pareto` stat from `metric` (a validation metric: the
+    front is a selection, so it must not see the test split) and return the front's ids."""
+    sign = 1 if higher_is_better else -1
+    front = pareto_front([(c.id, c.stats["flops"], sign * c.stats.get(metric, float("-inf") * sign)) for c in configs])
+    for c in configs:
+        c.stats["pareto"] = c.id in front
+    return front
+
+
+def best_config(configs: list[StitchConfig], metric: str, higher_is_better: bool = True) -> StitchConfig:
+    """The configuration with the best `metric` (validation), ties to the cheaper one."""
+    sign = 1 if higher_is_better else -1
+    return max(configs, key=lambda c: (sign * c.stats.get(metric, float("-inf") * sign), -c.stats.get("flops", 0)))
+
+
 def near_interpolation(points: list[tuple[int, int, float]], anchors: list[tuple[int, float]], tol: float = 0.01) -> tuple[int, int]:
     """(how many, out of how many) stitched points (id, flops, score) between two
     neighbouring anchors (flops, score) score within `tol` of the straight line joining them."""

@@ -17,10 +17,16 @@ from .format import StitchConfig
 
 class StitchLayer(nn.Module):
     """A per-token affine map between two residual widths, optionally with a low-rank
-    (LoRA) update on a frozen base: y = x W^T + b + s (x A^T) B^T. With B = 0 it is
-    exactly the base layer."""
+    (LoRA) update on a frozen base weight: y = x W^T + b + s (x A^T) B^T. With B = 0 it is
+    exactly the base layer.
 
-    def __init__(self, d_in: int, d_out: int, rank: int = 0, alpha: float | None = None):
+    LoRA follows SN-Netv2's reference (ziplab/SN-Netv2 `classification/snnet.py`, loralib's
+    `Linear(..., r, lora_alpha=1)`): A kaiming-uniform, B zero, scaling s = alpha / r with
+    alpha = 1, only the base weight frozen (loralib sets `weight.requires_grad = False` and
+    leaves the bias trainable). `alpha=None` gives s = 1 and `freeze_bias=True` freezes the
+    bias too (this package's behaviour before it followed the reference)."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int = 0, alpha: float | None = 1.0, freeze_bias: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(d_out, d_in))
         self.bias = nn.Parameter(torch.zeros(d_out))
@@ -32,7 +38,7 @@ class StitchLayer(nn.Module):
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
             self.scaling = (alpha if alpha is not None else rank) / rank
             self.weight.requires_grad_(False)
-            self.bias.requires_grad_(False)
+            self.bias.requires_grad_(not freeze_bias)
 
     def set_affine(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         with torch.no_grad():

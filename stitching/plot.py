@@ -1,5 +1,6 @@
 """The picture of a stitched network: every configuration's score against its FLOPs,
-the anchors marked, the Pareto front joined."""
+the anchors marked, the Pareto front joined (the stored one, chosen on the validation
+split, when the network has it)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,9 +33,11 @@ def pareto_plot(configs: list[StitchConfig], metric: str, path: str | Path, titl
         ax.annotate(name, (c.stats["flops"] / 1e6, c.stats[metric]), textcoords="offset points", xytext=(6, -10),
                     fontsize=8)
     by_id = {c.id: c for c in configs}
-    front = pareto_front([(c.id, c.stats["flops"], sign * c.stats[metric]) for c in configs if metric in c.stats])
+    flagged = [c for c in configs if c.stats.get("pareto")]  # the stored front, selected on validation
+    front = ([c.id for c in sorted(flagged, key=lambda c: c.stats["flops"])] if flagged else
+             pareto_front([(c.id, c.stats["flops"], sign * c.stats[metric]) for c in configs if metric in c.stats]))
     ax.plot([by_id[i].stats["flops"] / 1e6 for i in front], [by_id[i].stats[metric] for i in front], color="red",
-            lw=1, label="Pareto front")
+            lw=1, label="Pareto front (selected on validation)" if flagged else "Pareto front")
     ax.set_xlabel("MFLOPs per example")
     ax.set_ylabel(metric)
     ax.set_title(title or "stitched configurations")

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from zoo.determinism import reproducible
 from zoo.errors import ZooError
 from zoo.families import family_of
 from zoo.registry import InputSpec, Operator, OperatorParams, register
@@ -20,7 +21,7 @@ from .configs import enumerate_configs, stitch_shapes
 from .distill import DistilledTask
 from .format import StitchConfig, network_config
 from .lsinit import init_stitches
-from .measure import config_flops, measure, pareto_front
+from .measure import config_flops, flag_pareto, measure
 from .network import StitchedNetwork
 
 
@@ -153,7 +154,8 @@ def _snnet(call: OperatorCall) -> OperatorOutput:
     gen = torch.Generator().manual_seed(p.seed)
     batch = next(task.train_batches(task_config, p.init_batch, gen))
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    init_stitches(net, inputs)
+    with reproducible(net):  # a tiny network's least squares on one thread: the same stitches on any machine
+        init_stitches(net, inputs)
     example = {k: v[:1] for k, v in inputs.items()}
     teacher = pick_teacher(call, net) if p.distill > 0 else None
     for cfg in configs:  # FLOPs first: v2 samples by them
@@ -163,11 +165,7 @@ def _snnet(call: OperatorCall) -> OperatorOutput:
     losses = train_network(net, task, task_config, p, teacher, call.progress) if p.steps else []
     train_seconds = time.perf_counter() - t0
     measure(net, family, [c for _, _, c in anchors], task, task_config, example, progress=call.progress)
-    primary = f"test/{task.primary}"
-    front = pareto_front([(c.id, c.stats["flops"], c.stats.get(primary, 0.0) * (1 if task.primary == "accuracy" else -1))
-                          for c in configs])
-    for c in configs:
-        c.stats["pareto"] = c.id in front
+    front = flag_pareto(configs, f"val/{task.primary}", higher_is_better=task.primary == "accuracy")
     anchor_refs = [call.inputs[i][1].ref for i, _, _ in anchors]
     config = network_config(family, [c for _, _, c in anchors], net_shapes(net), configs, selected=len(anchors) - 1)
     config["stitched"].update(version=p.version, anchor_refs=anchor_refs, task=task.name)

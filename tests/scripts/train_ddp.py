@@ -37,9 +37,9 @@ def main(out: Path) -> None:
     torch.manual_seed(1)
     teacher = fam.build({**cfg, "architectures": ["ViTForImageClassification"]})
     aux = [aux_config(fam, cfg, 12, 2)]
-    distiller = PoolDistiller(fam, [fam.build(c) for c in aux], [12], cfg["hidden_size"], 2)
+    distiller = PoolDistiller(fam, [fam.build(c) for c in aux], [12], cfg["hidden_size"], [2], cfg["num_hidden_layers"])
     before["pool"] = digest(distiller)
-    distiller, _ = train_model(distiller, PoolObjective(task, teacher, fam, 0.5, 1.0, [1, 3]), cfg,
+    distiller, _ = train_model(distiller, PoolObjective(task, teacher, fam, 0.5, 1.0), cfg,
                                TrainParams(task="digits", steps=3, batch_size=8))
     after["pool"] = digest(distiller)
 
