@@ -5,7 +5,9 @@ tasks and with random init; conditioning (samples for A vs for B, scored on A);
 fine-tuning from generated weights vs random init; p-diff on one training run with its
 memorisation check. Writes bench-out/generate/results.json and docs/generate_digits.png.
 
-    OMP_NUM_THREADS=1 python benchmarks/generate_digits.py     # about 6 minutes on 2 CPU cores
+    OMP_NUM_THREADS=1 python benchmarks/generate_digits.py     # everything; p-diff runs twice (noise on/off)
+    OMP_NUM_THREADS=1 python benchmarks/generate_digits.py --pdiff-only [checkpoints=50 ...]
+        # p-diff alone, with and without its noise augmentation (other p-diff params as name=value)
 """
 from __future__ import annotations
 
@@ -13,13 +15,14 @@ import json
 import random
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from generators import frontend
-from generators.wgen.memorization import nearest_agreement, nearest_distance
+from generators.wgen.memorization import nearest_agreement, nearest_distance, wrong_iou
 from generators.wgen.operators import load_generator, task_summary
 from generators.zoo_builder import build_population
 from zoo.catalog import Catalog
@@ -66,6 +69,10 @@ def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     cat = Catalog(OUT / "catalog.db", store=OUT / "store")
+    if "--pdiff-only" in sys.argv[1:]:  # then p-diff params as name=value, e.g. checkpoints=50 collect_lr=0.01
+        settings = {k: json.loads(v) for k, v in (a.split("=", 1) for a in sys.argv[1:] if "=" in a)}
+        (OUT / "pdiff.json").write_text(json.dumps(pdiff_with_and_without_noise(cat, **settings), indent=2))
+        return
     tasks = subset_tasks(110)
     train_tasks, held = tasks[:100], tasks[100:]
     t0 = time.perf_counter()
@@ -112,50 +119,70 @@ def main() -> None:
           "mean_random_init": round(statistics.mean(r["random_init"] for r in rows), 4),
           "mean_other_task_samples": round(statistics.mean(r["samples_for_other_task"] for r in rows), 4)}
     print(json.dumps(d2))
-    pdiff = run_pdiff(cat)
-    print(json.dumps(pdiff))
+    pdiff = pdiff_with_and_without_noise(cat)
     plot(rows, DOCS / "generate_digits.png")
     (OUT / "results.json").write_text(json.dumps({"d2nwg": d2, "heldout": rows, "pdiff": pdiff}, indent=2))
 
 
-def run_pdiff(cat: Catalog) -> dict:
+def run_pdiff(cat: Catalog, name: str = "pdiff", **params) -> dict:
     """p-diff on one run: generated vs collected-checkpoint accuracy, and how close generated
-    models are to their nearest checkpoint compared with checkpoints to each other."""
+    models are to their nearest checkpoint compared with checkpoints to each other (weights:
+    L2; predictions: agreement, and p-diff's own IoU of wrongly classified test examples).
+    A moment-matched noise "generator" (each tensor N(mean, std) of the checkpoints) is the
+    floor generated models must clear. `params`: p-diff's (e.g. input_noise=0, latent_noise=0)."""
+    from generators.wgen.layout import Normaliser, WeightLayout
+
     base = build_population(cat, ["digits"], [0], steps=300, prefix="pdiff-base")[0]
     t0 = time.perf_counter()
-    run = frontend.pdiff_train(cat, base.ref, "digits", "pdiff")
+    run = frontend.pdiff_train(cat, base.ref, "digits", name, **params)
     seconds = time.perf_counter() - t0
-    generated = frontend.sample(cat, "pdiff", None, 20, seed=0)
+    generated = frontend.sample(cat, name, None, 20, seed=0)
     task = get_task("digits")
-    x, _ = task.split("test")
-    collected = cat.open("pdiff").get("collected")
-    layout_names = cat.open("pdiff").config["generator"]["layout"]["names"]
+    x, labels = task.split("test")
+    collected = cat.open(name).get("collected")
+    layout = WeightLayout.from_json(cat.open(name).config["generator"]["layout"])
     model, cfg = load(cat, generated[0].entry.ref)
 
     def predictions(vector: torch.Tensor) -> torch.Tensor:
-        from generators.wgen.layout import WeightLayout
-
-        layout = WeightLayout.from_json(cat.open("pdiff").config["generator"]["layout"])
         model.load_state_dict(layout.unflatten(vector), strict=False)
         with torch.no_grad():
             return model(pixel_values=x).logits.argmax(-1)
 
     def subset_vector(ref: str) -> torch.Tensor:
         ckpt = cat.open(ref)
-        return torch.cat([ckpt.get(n).reshape(-1).float() for n in layout_names])
+        return torch.cat([ckpt.get(n).reshape(-1).float() for n in layout.names])
 
+    norm = Normaliser.fit(layout, collected)
+    noise = norm.inverse(torch.randn(20, layout.numel, generator=torch.Generator().manual_seed(0)))
     gen_vecs = torch.stack([subset_vector(g.entry.ref) for g in generated])
     ckpt_preds = torch.stack([predictions(v) for v in collected])
     gen_preds = torch.stack([predictions(v) for v in gen_vecs])
+    noise_accs = [(predictions(v) == labels).float().mean().item() for v in noise]
     gen_accs = [g.entry.metrics["digits/accuracy"] for g in generated]
-    return {"train_seconds": round(seconds, 1), "checkpoint_accuracy": run.entry.metrics["pdiff/checkpoint_accuracy"],
+    return {"params": params, "train_seconds": round(seconds, 1),
+            "checkpoint_accuracy": run.entry.metrics["pdiff/checkpoint_accuracy"],
             "generated_accuracy_mean": round(statistics.mean(gen_accs), 4),
             "generated_accuracy_range": [min(gen_accs), max(gen_accs)],
+            "noise_accuracy_mean": round(statistics.mean(noise_accs), 4),
             "generated_to_nearest_checkpoint_agreement": round(nearest_agreement(gen_preds, ckpt_preds).mean().item(), 4),
             "checkpoint_to_nearest_other_agreement": round(nearest_agreement(ckpt_preds, ckpt_preds, True).mean().item(), 4),
+            "generated_to_nearest_checkpoint_wrong_iou": round(wrong_iou(gen_preds, labels, ckpt_preds).mean().item(), 4),
+            "checkpoint_to_nearest_other_wrong_iou": round(wrong_iou(ckpt_preds, labels, ckpt_preds, True).mean().item(), 4),
             "generated_to_nearest_checkpoint_l2": round(nearest_distance(gen_vecs, collected).mean().item(), 4),
             "checkpoint_to_nearest_other_l2": round(nearest_distance(collected, collected, True).mean().item(), 4),
+            "noise_to_nearest_checkpoint_l2": round(nearest_distance(noise, collected).mean().item(), 4),
             "distinct_generated": len({tuple(p.tolist()) for p in gen_preds})}
+
+
+def pdiff_with_and_without_noise(cat: Catalog, **settings) -> dict:
+    """p-diff with its noise-augmented autoencoder (defaults) and with the noise off;
+    `settings`: other p-diff params for both (e.g. checkpoints=50)."""
+    out = {}
+    for key, name, params in (("noise_augmented", "pdiff", {}),
+                              ("no_noise", "pdiff-clean", {"input_noise": 0.0, "latent_noise": 0.0})):
+        out[key] = run_pdiff(cat, name, **settings, **params)
+        print(json.dumps({key: out[key]}))
+    return out
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.determinism import reproducible_on_self
 from zoo.training import TrainParams, train_model
 
 from .layout import Normaliser, WeightLayout
@@ -44,10 +45,10 @@ class _Objective:
 
 class WeightGenerator(nn.Module):
     def __init__(self, layout: WeightLayout, latent: int = 16, cond_classes: int = 0, cond_input: int = 0,
-                 hidden: int = 512, depth: int = 4):
+                 hidden: int = 512, depth: int = 4, squash: bool = False):
         super().__init__()
         self.layout = layout
-        self.vae = ChunkVAE(layout.chunks, layout.chunk, latent, hidden)
+        self.vae = ChunkVAE(layout.chunks, layout.chunk, latent, hidden, squash=squash)
         self.set_encoder = SetEncoder(cond_classes, cond_input) if cond_classes else None
         self.denoiser = Denoiser(layout.chunks * latent, 64 if cond_classes else 0, hidden, depth)
         n = len(layout.names)
@@ -63,43 +64,51 @@ class WeightGenerator(nn.Module):
         return {"layout": self.layout.to_json(), "latent": self.vae.latent,
                 "cond_classes": self.set_encoder.label.num_embeddings if self.set_encoder else 0,
                 "cond_input": self.set_encoder.per_class[0].in_features - 17 if self.set_encoder else 0,
-                "hidden": self.denoiser.inp.out_features, "depth": len(self.denoiser.blocks),
+                "hidden": self.denoiser.inp.out_features, "depth": len(self.denoiser.blocks), "squash": self.vae.squash,
                 "prediction_type": "v_prediction", "num_train_timesteps": TRAIN_TIMESTEPS}
 
     @classmethod
     def from_description(cls, d: dict) -> "WeightGenerator":
         return cls(WeightLayout.from_json(d["layout"]), d["latent"], d["cond_classes"], d["cond_input"], d["hidden"],
-                   d["depth"])
+                   d["depth"], d.get("squash", False))
 
     # --- stage 1: weights <-> latents ---------------------------------------------------------
+    @reproducible_on_self
     def fit_vae(self, vectors: torch.Tensor, steps: int, lr: float = 1e-3, batch_size: int = 64, beta: float = 1e-4,
-                seed: int = 0, progress=None) -> list[float]:
-        """Train the VAE on raw weight vectors [N, numel] (normalised here, per tensor)."""
+                seed: int = 0, progress=None, input_noise: float = 0.0, latent_noise: float = 0.0) -> list[float]:
+        """Train the VAE on raw weight vectors [N, numel] (normalised here, per tensor). A
+        squashing (p-diff) autoencoder trains p-diff's way: no KL, noise mixed into its input
+        and latent (`input_noise`, `latent_noise`; 0 = clean), loss against the clean input."""
         norm = Normaliser.fit(self.layout, vectors)
         self.weight_mean.copy_(norm.mean)
         self.weight_std.copy_(norm.std)
         chunks = self.layout.to_chunks(norm(vectors))
+        if (input_noise or latent_noise) and not self.vae.squash:
+            raise ValueError("noise augmentation is p-diff's autoencoder training: build the generator with squash=True")
 
         def loss(vae: nn.Module, batch: dict) -> torch.Tensor:
-            recon, kl = vae(batch["x"])
+            recon, kl = vae(batch["x"], input_noise=input_noise, latent_noise=latent_noise)
             return F.mse_loss(recon, batch["x"]) + beta * kl
 
         tp = TrainParams(task="weights", steps=steps, lr=lr, batch_size=batch_size, seed=seed)
         _, losses = train_model(self.vae, _Objective({"x": chunks}, loss), {}, tp, progress)
         return losses
 
+    @reproducible_on_self
     @torch.no_grad()
     def encode(self, vectors: torch.Tensor) -> torch.Tensor:
         """Raw weight vectors -> flat latents (means), in the diffusion model's scale."""
         mu, _ = self.vae.eval().encode(self.layout.to_chunks(self.normaliser(vectors)))
         return mu.reshape(len(vectors), -1) / self.latent_scale
 
+    @reproducible_on_self
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = (latents * self.latent_scale).reshape(len(latents), self.layout.chunks, -1)
         return self.normaliser.inverse(self.layout.from_chunks(self.vae.eval().decode(z)))
 
     # --- stage 2: latent diffusion -------------------------------------------------------------
+    @reproducible_on_self
     def fit_diffusion(self, vectors: torch.Tensor, summaries: torch.Tensor | None, steps: int, lr: float = 1e-3,
                       batch_size: int = 64, seed: int = 0, progress=None, uncond_prob: float = 0.1) -> list[float]:
         """Train the denoiser (and set encoder) on the zoo's latents, conditioned on each
@@ -129,6 +138,7 @@ class WeightGenerator(nn.Module):
         _, losses = train_model(parts, _Objective(data, loss), {}, tp, progress)
         return losses
 
+    @reproducible_on_self
     @torch.no_grad()
     def sample(self, n: int, summary: torch.Tensor | None = None, seed: int = 0, steps: int = 50,
                guidance: float = 2.0) -> torch.Tensor:

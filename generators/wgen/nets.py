@@ -15,13 +15,24 @@ def mlp(d_in: int, hidden: int, d_out: int, depth: int = 2) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(hidden, d_out))
 
 
+def mix_noise(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """p-diff's noise augmentation, `(1 - f)·x + f·ε` with ε ~ N(0, 1) (reference
+    `ODEncoder2Decoder.add_noise`: a convex mix, not `x + f·ε`); f = 0 returns x itself."""
+    if factor == 0:
+        return x
+    return torch.randn_like(x) * factor + x * (1 - factor)
+
+
 class ChunkVAE(nn.Module):
     """Each chunk (with an embedding of its position) -> a small Gaussian latent and back;
-    KL-regularised so latents stay near a unit ball the diffusion model can cover."""
+    KL-regularised so latents stay near a unit ball the diffusion model can cover.
+    With `squash` (p-diff) it is instead a plain autoencoder whose latent is tanh-bounded,
+    as p-diff's encoder ends in a Tanh, so latent noise of factor f means what it means there."""
 
-    def __init__(self, chunks: int, chunk: int, latent: int = 16, hidden: int = 512, pos: int = 32):
+    def __init__(self, chunks: int, chunk: int, latent: int = 16, hidden: int = 512, pos: int = 32,
+                 squash: bool = False):
         super().__init__()
-        self.latent = latent
+        self.latent, self.squash = latent, squash
         self.pos = nn.Embedding(chunks, pos)
         self.encoder = mlp(chunk + pos, hidden, 2 * latent)
         self.decoder = mlp(latent + pos, hidden, chunk)
@@ -31,17 +42,29 @@ class ChunkVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(torch.cat([x, self._pos(x)], -1)).chunk(2, -1)
-        return mu, logvar.clamp(-10, 5)
+        return (mu.tanh() if self.squash else mu), logvar.clamp(-10, 5)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(torch.cat([z, self._pos(z)], -1))
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, input_noise: float = 0.0,
+                latent_noise: float = 0.0):
+        """Training reconstruction and KL; a squashing autoencoder has no KL (0) and takes
+        p-diff's noisy path instead of posterior sampling."""
+        if self.squash:
+            return self.noisy_reconstruction(x, input_noise, latent_noise), x.new_zeros(())
         mu, logvar = self.encode(x)
         noise = torch.randn(mu.shape, generator=generator, device=mu.device) if self.training else 0
         z = mu + noise * (0.5 * logvar).exp()
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1).mean()
         return self.decode(z), kl
+
+    def noisy_reconstruction(self, x: torch.Tensor, input_noise: float, latent_noise: float) -> torch.Tensor:
+        """p-diff's training-time path (reference `ODEncoder2Decoder.forward`): noise mixed
+        into the input, then into the latent, the latent clamped to [-1, 1], decoded. The
+        loss compares this with the clean x; encode/decode alone stay noise-free."""
+        z, _ = self.encode(mix_noise(x, input_noise))
+        return self.decode(mix_noise(z, latent_noise).clamp(-1, 1))
 
 
 class SetEncoder(nn.Module):

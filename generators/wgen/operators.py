@@ -147,6 +147,10 @@ class PDiffParams(OperatorParams):
     diffusion_steps: int = Field(4000, ge=1)
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
+    input_noise: float = Field(0.001, ge=0.0, le=1.0, description="noise mixed into the autoencoder's input while it "
+                               "trains, (1-f)x + f*eps on per-tensor standardised weights [p-diff: 0.001; 0 = off]")
+    latent_noise: float = Field(0.5, ge=0.0, le=1.0, description="noise mixed into its tanh-bounded latent while it "
+                                "trains [p-diff's end-to-end config: 0.5; 0 = off]")
     seed: int = 0
 
 
@@ -190,8 +194,9 @@ def _pdiff_train(call: OperatorCall) -> OperatorOutput:
     collected = collect_checkpoints(model, task, target, subset, p, call.progress)
     layout = WeightLayout(subset, [ckpt.info(n).shape for n in subset], p.chunk)
     torch.manual_seed(p.seed)
-    gen = WeightGenerator(layout, p.latent, hidden=p.hidden)
-    gen.fit_vae(collected, p.vae_steps, p.lr, p.batch_size, seed=p.seed, progress=call.progress)
+    gen = WeightGenerator(layout, p.latent, hidden=p.hidden, squash=True)
+    gen.fit_vae(collected, p.vae_steps, p.lr, p.batch_size, seed=p.seed, progress=call.progress,
+                input_noise=p.input_noise, latent_noise=p.latent_noise)
     gen.fit_diffusion(collected, None, p.diffusion_steps, p.lr, p.batch_size, p.seed, call.progress)
     base = {f"base.{k}": v.detach().contiguous() for k, v in model.state_dict().items() if k not in subset}
     picks = collected[torch.linspace(0, len(collected) - 1, 10).long()]
@@ -282,7 +287,7 @@ register(Operator("generate.d2nwg.train", "1", D2NWGParams, _d2nwg_train,
                   "learn a zoo's weights as dataset-conditioned latent diffusion (D2NWG)", default_role="zoo",
                   deterministic=False,
                   inputs=(InputSpec("zoo", 2, None),)))
-register(Operator("generate.pdiff.train", "1", PDiffParams, _pdiff_train,
+register(Operator("generate.pdiff.train", "2", PDiffParams, _pdiff_train,
                   "learn one training run's parameter subset as latent diffusion (p-diff)", default_role="base",
                   deterministic=False,
                   inputs=(InputSpec("base"),)))
