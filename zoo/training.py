@@ -11,6 +11,7 @@ from pydantic import Field
 
 from .catalog import Catalog, Parent
 from .checkpoint import WEIGHT_INDEXES
+from .determinism import reproducible
 from .errors import ZooError
 from .families import family_of, get_family, preset
 from .registry import InputSpec, Operator, OperatorParams, register
@@ -37,6 +38,7 @@ def write_model(call: OperatorCall, model, architecture: str, side_from=None) ->
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
              if not (k.endswith("lm_head.weight") and model.config.tie_word_embeddings)}
     config = {**model.config.to_dict(), "architectures": [architecture]}
+    config.pop("_name_or_path", None)  # where transformers loaded it from: a local path, not a fact about the model
     side = {}
     if side_from is not None:
         side = {rel: side_from.root / rel for rel in side_from.side_files
@@ -69,7 +71,14 @@ def train_model(model, task, config: dict, p: TrainParams, progress=None,
     part of its parameters per step (stitched networks), which data-parallel runs must know.
     `log(step, loss, model)` is called after every step (e.g. to evaluate now and then), with
     the model on the training device; the trained model is returned on the device it came
-    from (the caller's module is moved back too), so code around training never sees a GPU."""
+    from (the caller's module is moved back too), so code around training never sees a GPU.
+    A tiny model trains on one intra-op thread (`zoo.determinism`), so a seed gives the same
+    weights whatever the machine's thread count."""
+    with reproducible(model, cpu=not torch.cuda.is_available()):  # where the Accelerator below puts it
+        return _loop(model, task, config, p, progress, log, partial_graph)
+
+
+def _loop(model, task, config: dict, p: TrainParams, progress, log, partial_graph: bool):
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if partial_graph else []

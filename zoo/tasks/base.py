@@ -38,6 +38,9 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self, model, config: dict, split: str = "test") -> dict[str, float]:
+        """Metrics of `model` on a split. Implementations are decorated with
+        `zoo.determinism.reproducible_method`, so a tiny model's metrics do not depend on the
+        machine's thread count."""
         raise NotImplementedError
 
     def metric_key(self, metric: str) -> str:

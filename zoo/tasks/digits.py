@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
+from ..determinism import reproducible_method
 from ..errors import ZooError
 from .registry import register_task
 from .base import Task, device_of
@@ -131,6 +132,7 @@ class Digits(Task):
         logits = model(pixel_values=batch["pixel_values"]).logits
         return F.cross_entropy(logits, batch["labels"])
 
+    @reproducible_method
     @torch.no_grad()
     def evaluate(self, model, config: dict, split: str = "test") -> dict[str, float]:
         x, y = self.split(split)

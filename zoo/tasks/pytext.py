@@ -10,6 +10,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
+from ..determinism import reproducible_method
 from ..errors import ZooError
 from ..textdata import python_source_bytes
 from .registry import register_task
@@ -56,6 +57,7 @@ class PyText(Task):
         logits = model(input_ids=ids).logits
         return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
 
+    @reproducible_method
     @torch.no_grad()
     def evaluate(self, model, config: dict, split: str = "test") -> dict[str, float]:
         tokens = _tokens("eval")
