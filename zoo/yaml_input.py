@@ -145,23 +145,7 @@ def load_all_file(path: str | Path, what: str = "YAML file") -> list[Any]:
 
 def load_file(path: str | Path, what: str = "YAML file") -> Any:
     """Read and parse a YAML file the user gave; the size is checked before reading it."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise ZooError(f"no such {what}: {path}") from None
-    except IsADirectoryError:
-        raise ZooError(f"{path}: is a folder, not a {what}") from None
-    except OSError as e:
-        raise ZooError(f"{path}: cannot read the {what} ({e.strerror})") from None
-    if len(raw) > MAX_BYTES:
-        raise YamlLimitError(f"{path}: larger than the {MAX_BYTES // 1024 // 1024} MiB limit for YAML input")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ZooError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    return load_text(text, str(path))
+    return load_text(read_text(path, what), str(path))
 
 
 def _first_line(e: yaml.YAMLError) -> str:
