@@ -14,6 +14,8 @@ import yaml
 
 from zoo import Checkpoint, save_tensors
 
+pytestmark = pytest.mark.slow  # runs PEFT and mergekit beside ours
+
 peft = pytest.importorskip("peft")
 
 

@@ -16,6 +16,8 @@ from zoo.errors import ZooError
 from zoo.tasks import get_task
 from zoo.training import evaluate, for_task, new_model, train
 
+pytestmark = pytest.mark.slow  # trains and scores models for the searches
+
 pytest.importorskip("sklearn.datasets")
 
 

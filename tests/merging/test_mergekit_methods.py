@@ -18,6 +18,8 @@ from zoo.cli import main
 
 from tests.helpers.models import tiny_llama
 
+pytestmark = pytest.mark.slow  # every test here runs mergekit's own code beside ours
+
 mergekit = pytest.importorskip("mergekit")
 
 

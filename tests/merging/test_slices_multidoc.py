@@ -17,6 +17,8 @@ from zoo.errors import ZooError
 from merging.apply import apply
 from merging.frontend import merge_command
 
+pytestmark = pytest.mark.slow  # runs mergekit's own code beside ours
+
 
 def llama4(path: Path, seed: int, layers: int = 4) -> str:
     from transformers import LlamaConfig, LlamaForCausalLM

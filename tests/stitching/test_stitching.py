@@ -245,6 +245,7 @@ def anchors(catalog):
     return [new_model(catalog, p, f"{p}-a", seed=i).entry.ref for i, p in enumerate(("vit-ti", "vit-s"))]
 
 
+@pytest.mark.slow
 def test_export_reproduces_the_network(catalog, anchors):
     from stitching import frontend
 
@@ -272,6 +273,7 @@ def test_export_reproduces_the_network(catalog, anchors):
     assert torch.allclose(vit_model(**x).logits, net.select(0)(**x).logits, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_budget_export_picks_the_best_within_budget(catalog, anchors):
     from stitching import frontend
 
@@ -300,6 +302,7 @@ def test_operator_errors(catalog, anchors, llama_dir):
     assert sorted(e["name"] for e in catalog.ls()) == ["llama", "vit-s-a", "vit-ti-a"]
 
 
+@pytest.mark.slow
 def test_stitch_commands(run, tmp_path):
     assert run("new", "vit-ti", "--out", "ti")[0] == 0
     assert run("new", "vit-s", "--out", "s")[0] == 0

@@ -23,6 +23,7 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 FIXED_TIME = "2025-01-02 03:04:05.000000"
 
 pytest.importorskip("textual")
+pytestmark = pytest.mark.slow  # Textual apps driven by its test pilot, with screen snapshots
 
 
 def async_test(fn):

@@ -15,6 +15,8 @@ from zoo.errors import ZooError
 from tests.helpers.models import HUB_TOKEN as TOKEN
 from tests.helpers.models import perturbed_copy
 
+pytestmark = pytest.mark.slow  # starts a local Hub server per test
+
 
 @pytest.fixture
 def source(tmp_path, llama_dir):

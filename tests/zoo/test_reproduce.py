@@ -16,6 +16,8 @@ from zoo.registry import get_operator
 
 from tests.helpers.models import expandable_model, perturbed_copy
 
+pytestmark = pytest.mark.slow  # replays merges, expansions and training
+
 LEMON = ["--hidden-size", "56", "--num-heads", "8", "--intermediate-size", "100", "--num-layers", "4"]
 
 
