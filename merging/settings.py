@@ -72,9 +72,20 @@ def resolve(settings: dict[str, Any], defaults: dict[str, Any], tensor_name: str
             where: str) -> dict[str, Any]:
     """All of a method's parameters for one tensor: settings over defaults; a parameter
     with no default and no value is an error naming it."""
+    return resolve_scoped([settings], defaults, tensor_name, t, where)
+
+
+def resolve_scoped(scopes: list[dict], defaults: dict[str, Any], tensor_name: str, t: float, where: str) -> dict:
+    """mergekit's parameter resolution: the first scope holding the setting whose value
+    resolves for this tensor (filters, gradients) wins; else the method's default."""
     out = {}
     for key, default in defaults.items():
-        value = evaluate(settings[key], tensor_name, t) if key in settings else None
+        value = None
+        for scope in scopes:
+            if scope and key in scope:
+                value = evaluate(scope[key], tensor_name, t)
+                if value is not None:
+                    break
         if value is None:
             value = default
         if value is REQUIRED:

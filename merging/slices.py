@@ -46,7 +46,7 @@ from .engine import precision, rounded_source
 from .job import TensorJob
 from .mergekit_export import extra_files
 from .methods import STREAMING, get_method
-from .settings import REQUIRED, evaluate, settings_check
+from .settings import resolve_scoped, settings_check
 from .spec import MergeParams
 
 OPERATOR = "merge.slices"
@@ -154,25 +154,6 @@ class OutTensor:
     shared_scopes: list[dict]
     t: float
     merge: bool  # False: copied from the first source (integer tensors)
-
-
-def resolve_scoped(scopes: list[dict], defaults: dict[str, Any], tensor_name: str, t: float, where: str) -> dict:
-    """mergekit's parameter resolution: the first scope holding the setting whose value
-    resolves for this tensor (filters, gradients) wins; else the method's default."""
-    out = {}
-    for key, default in defaults.items():
-        value = None
-        for scope in scopes:
-            if scope and key in scope:
-                value = evaluate(scope[key], tensor_name, t)
-                if value is not None:
-                    break
-        if value is None:
-            value = default
-        if value is REQUIRED:
-            raise ZooError(f"{where}: parameter {key!r} is required for tensor {tensor_name}")
-        out[key] = value
-    return out
 
 
 def _is_before_stack(name: str, family: Family | None) -> bool:
