@@ -44,6 +44,7 @@ from zoo.writer import TensorSpec
 
 from .engine import precision, rounded_source
 from .job import TensorJob
+from .lora import ADAPTER_ROLE, adapted_inputs
 from .mergekit_export import extra_files
 from .methods import STREAMING, get_method
 from .settings import resolve_scoped, settings_check
@@ -59,7 +60,7 @@ class SliceSourceSpec(CheckedParams):
     """Layers [a, b) of input number `input` (its position among the run's inputs)."""
 
     model_config = {"extra": "forbid", "frozen": True}
-    input: int = Field(ge=0, description="position of the model among the run's inputs")
+    input: int = Field(ge=0, description="position of the model among the run's model inputs (adapters not counted)")
     layer_range: tuple[int, int] = Field(description="[a, b): layers a to b-1 of that model")
     parameters: dict[str, Any] = Field(default_factory=dict, description="per-model settings for this source")
 
@@ -280,10 +281,11 @@ def plan(method, params: SlicesParams, cks: list[Checkpoint], run_base: int | No
 def run_slices(call: OperatorCall) -> OperatorOutput:
     params: SlicesParams = call.params
     method = get_method(params.method, STREAMING)
-    roles = [p.role for p, _ in call.inputs]
+    adapted = adapted_inputs(call)  # the model inputs, each with its LoRA adapter applied on the fly
+    roles = [role for role, _ in adapted]
     run_base = roles.index("base") if "base" in roles else None
-    check_structure(method, params, len(call.inputs), run_base)
-    cks = [call.checkpoint(i) for i in range(len(call.inputs))]
+    check_structure(method, params, len(adapted), run_base)
+    cks = [ckpt for _, ckpt in adapted]
     compute, rounded, out_override = precision(params)
     tensors, config, report = plan(method, params, cks, run_base, out_override)
     # every tensor's settings resolved (and required ones present) before anything is written
@@ -334,7 +336,7 @@ def run_slices(call: OperatorCall) -> OperatorOutput:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 for _ in pool.map(work, enumerate(zip(tensors, jobs_params))):
                     pass
-    refs = [e.ref for _, e in call.inputs]
+    refs = model_refs(call)
     for s in report["slices"]:
         for src in s["sources"]:
             src["model"] = refs[src["input"]]
@@ -345,8 +347,20 @@ OPERATOR_DEF = Operator(
     OPERATOR, "1", SlicesParams, run_slices,
     "mergekit's slices: layer ranges of several models, each output slice merged with a method "
     "(frankenmerges, depth up-scaling)", relation="merge",
-    inputs=(InputSpec("base", 0, 1), InputSpec("input", 0, None)),
+    inputs=(InputSpec("base", 0, 1), InputSpec("input", 0, None), InputSpec(ADAPTER_ROLE, 0, None)),
 )
+
+
+def model_refs(call: OperatorCall) -> list[str]:
+    """The label of each model input, in order: its ref, or 'MODEL+ADAPTER' when an adapter
+    follows it."""
+    out: list[str] = []
+    for parent, entry in call.inputs:
+        if parent.role == ADAPTER_ROLE:
+            out[-1] = f"{out[-1]}+{entry.ref}"
+        else:
+            out.append(entry.ref)
+    return out
 
 
 def merge_slices(catalog, method_name: str, base, slices, *, parameters: dict | None = None,
@@ -354,27 +368,27 @@ def merge_slices(catalog, method_name: str, base, slices, *, parameters: dict | 
                  reuse: bool = True, device: str = "cpu", workers: int = 2, progress=None, **extra: Any):
     """Run `merge.slices`: `slices` are mergekit_config.SliceDef (sources with model refs and
     layer ranges, base, parameters); `base` the document's base_model. The distinct models
-    become the run's inputs (the base first, role `base`), the slices refer to them by position."""
+    become the run's inputs (the base first, role `base`), the slices refer to them by position
+    among the models; a 'MODEL+ADAPTER' source is the model followed by its `adapter` input."""
     from zoo.catalog import Parent
     from zoo.runner import run_operator
 
-    from .api import RUN_FIELDS, resolve_input
+    from .api import RUN_FIELDS, adapter_parents, resolve_pair
 
     method = get_method(method_name, STREAMING)
-    order: list = []
-    parents: list[Parent] = []
+    order: list = []  # (model, adapter or None) of each model input
+    groups: list[list[Parent]] = []  # each model input's parents: the model, then its adapter
 
     def position(ref) -> int:
-        rid = resolve_input(catalog, ref)
-        if rid not in order:
-            order.append(rid)
-            parents.append(Parent(rid, "input"))
-        return order.index(rid)
+        pair = resolve_pair(catalog, ref)
+        if pair not in order:
+            order.append(pair)
+            groups.append([Parent(pair[0], "input"), *adapter_parents(pair[1])])
+        return order.index(pair)
 
-    run_base = None
     if base is not None:
         run_base = position(base)
-        parents[run_base] = Parent(order[run_base], "base")
+        groups[run_base][0] = Parent(order[run_base][0], "base")
     specs = []
     for s in slices:
         sources = [{"input": position(src.ref), "layer_range": list(src.layer_range), "parameters": src.parameters}
@@ -385,5 +399,6 @@ def merge_slices(catalog, method_name: str, base, slices, *, parameters: dict | 
     lifted = {k: parameters.pop(k) for k in list(parameters) if k in RUN_FIELDS}
     params = {"method": method.name, "slices": specs, "parameters": parameters, "dtype": dtype,
               "out_dtype": out_dtype, **extra, **lifted}
+    parents = [p for group in groups for p in group]
     return run_operator(catalog, OPERATOR, parents, params, out, tags=tags, reuse=reuse, progress=progress,
                         options={"device": device, "workers": workers})

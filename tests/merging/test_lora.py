@@ -401,3 +401,29 @@ def test_a_pickled_adapter_is_converted_and_stays_an_adapter(tmp_path, catalog, 
     want = merged_by_peft(base_dir, adapter)
     name = "model.layers.1.self_attn.q_proj.weight"
     torch.testing.assert_close(got.get(name), want[name], rtol=1e-6, atol=1e-6)
+
+
+def test_a_lora_source_in_slices_is_applied_on_the_fly(tmp_path, catalog, pair):
+    """slices: a passthrough frankenmerge whose second slice comes from base+adapter: those
+    layers equal PEFT's merged model, the first slice the bare base; lineage has the adapter."""
+    base_dir, adapter = pair
+    want, base = merged_by_peft(base_dir, adapter), Checkpoint.open(base_dir)
+    a = catalog.add(adapter, "my-lora").entry
+    cfg = tmp_path / "slices.yaml"
+    cfg.write_text(yaml.safe_dump({"merge_method": "passthrough", "dtype": "float32", "slices": [
+        {"sources": [{"model": str(base_dir), "layer_range": [0, 1]}]},
+        {"sources": [{"model": {"model": str(base_dir), "lora": "my-lora"}, "layer_range": [1, 2]}]},
+    ]}))
+    res = _merge(catalog, cfg, out="franken")
+    got = catalog.open(res.entry)
+    for name in ("self_attn.q_proj.weight", "self_attn.v_proj.weight"):
+        assert torch.equal(got.get(f"model.layers.0.{name}"), base.get(f"model.layers.0.{name}"))
+        torch.testing.assert_close(got.get(f"model.layers.1.{name}"), want[f"model.layers.1.{name}"],
+                                   rtol=1e-6, atol=1e-6)
+    assert not torch.equal(want["model.layers.1.self_attn.q_proj.weight"],
+                           base.get("model.layers.1.self_attn.q_proj.weight"))  # the adapter changes it
+    run = catalog.producing_run(res.entry)
+    assert [i["role"] for i in run.inputs] == ["input", "input", "adapter"]  # the bare model, then model+adapter
+    assert {p["parent"] for p in catalog.show(res.entry)["parents"]} >= {a.ref}
+    sources = [src["model"] for s in run.timings["notes"]["slices"] for src in s["sources"]]
+    assert sources[1] == "llama-tiny@1+my-lora@1"
