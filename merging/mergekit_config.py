@@ -8,12 +8,13 @@ from typing import Any
 from zoo.errors import ZooError
 from zoo.yaml_input import load_all_file
 
+from .modules import lift_modules
+
 SUPPORTED = {"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "name"}
 UNSUPPORTED = {
     "tokenizer": "tokenizer merging is not supported; the output keeps the base's tokenizer files",
     "tokenizer_source": "tokenizer merging is not supported; the output keeps the base's tokenizer files",
     "chat_template": "chat templates are not rewritten; the output keeps the base's files",
-    "modules": "per-module definitions are not supported",
 }
 
 
@@ -111,6 +112,7 @@ def _ref(value: Any, where: str) -> str:
 def parse(doc: Any, where: str = "config") -> MergekitConfig:
     if not isinstance(doc, dict):
         raise ZooError(f"{where}: expected a mapping with merge_method, models, ...")
+    doc = lift_modules(doc, where)
     for key in doc:
         if key in UNSUPPORTED:
             raise ZooError(f"{where}: '{key}' is not supported: {UNSUPPORTED[key]}")
