@@ -5,6 +5,7 @@ by merging.operators and found through the registry.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,6 +17,7 @@ from zoo.runner import RunResult, run_operator
 from .lora import ADAPTER_ROLE, split_ref
 from .methods import STREAMING, MergeMethod, get_method
 from .spec import MergeParams
+from .tokenizer.forms import bind as bind_tokenizer
 
 
 # settings of the merge run itself, not of the method (given with --set or `parameters:` too)
@@ -108,6 +110,8 @@ def run_merge(catalog: Catalog, method_name: str, base, models, *, parameters: d
     lifted = {k: parameters.pop(k) for k in list(parameters) if k in RUN_FIELDS}  # --set copy_unmatched=true
     params = {"parameters": parameters, "model_parameters": per_model if has_model_params else [],
               "dtype": dtype, "out_dtype": out_dtype, **extra, **lifted}
+    if params.get("tokenizer") is not None:  # model references -> positions among the merge's models
+        params["tokenizer"] = bind_tokenizer(params["tokenizer"], parents, base, models, partial(resolve_pair, catalog))
     return run_operator(catalog, f"merge.{method.name}", parents, params, out, tags=tags, reuse=reuse,
                         progress=progress, options={"device": device, "workers": workers})
 

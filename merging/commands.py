@@ -15,26 +15,28 @@ app = typer.Typer()
 
 def install(root: typer.Typer) -> None:
     root.add_typer(app)
+    __import__(f"{__package__}.commands_moe", fromlist=["install"]).install(root)  # zoo moe (merging.commands_moe)
 
 
 def _method_help() -> str:
     from .methods.names import method_names
 
-    return f"One of: {', '.join(method_names())} (evaluated ones take --set task=...)."
+    return (f"One of: {', '.join(method_names())} (evaluated ones take --set task=...) "
+            "[default: the config's merge_method; required without a config].")
 
 
 @app.command()
 def merge(
     config: Optional[Path] = typer.Argument(None, help="A mergekit YAML file (merge_method, base_model, models or slices, parameters, dtype, out_dtype); several documents (---), each with a name:, run in order as mergekit-multi does."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help=_method_help()),
-    base: Optional[str] = typer.Option(None, "--base", "-b", help="Base model (catalog ref or path; BASE+ADAPTER applies a LoRA adapter on the fly)."),
+    base: Optional[str] = typer.Option(None, "--base", "-b", help="Base model (catalog ref or path; BASE+ADAPTER applies a LoRA adapter on the fly) [default: none, for methods that take none]."),
     model: List[str] = typer.Option([], "--model", help="Model to merge (repeatable; ref or path; MODEL+ADAPTER applies a PEFT LoRA adapter on the fly)."),
-    weight: List[float] = typer.Option([], "--weight", "-w", help="Weight per --model, in order."),
+    weight: List[float] = typer.Option([], "--weight", "-w", help="Weight per --model, in order [default: the method's weight per model, e.g. 1.0]."),
     set_: List[str] = typer.Option([], "--set", help="Method parameter KEY=VALUE, e.g. density=0.5, lambda=0.8, t=0.3 (repeatable)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="mergekit's dtype: inputs loaded and math run in it, output in it unless --out-dtype (--set compute_dtype=float32: float32 math on the inputs so loaded; --out-dtype alone: float32 math on the inputs as stored)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="mergekit's dtype: inputs loaded and math run in it, output in it unless --out-dtype (--set compute_dtype=float32: float32 math on the inputs so loaded; --out-dtype alone: float32 math on the inputs as stored) [default: the inputs' dtype]."),
     out_dtype: Optional[str] = typer.Option(None, "--out-dtype", help="Output dtype [default: --dtype, else the inputs']."),
     out_shard_size: Optional[str] = typer.Option(None, "--out-shard-size", help="Bytes per output shard: 5B, 500M (as mergekit) or 2GB, 500MiB [default: 5GB]."),
-    out: Optional[str] = out_option("Catalog name of the result [default: merge-METHOD-HASH]."),
+    out: Optional[str] = out_option("Catalog name of the result.", default="merge-METHOD-HASH"),
     device: str = device_option(),
     seed: int = seed_option("Seed for DARE's random drop."),
     workers: int = typer.Option(2, "--workers", help="Tensors merged in parallel."),
@@ -93,7 +95,7 @@ def extract_lora(
     exclude: List[str] = typer.Option([], "--exclude", "-e", help="Regex: matching modules are not decomposed (repeatable)."),
     sv_epsilon: float = typer.Option(0.0, "--sv-epsilon", help="Also drop singular values at or below this."),
     skip_undecomposable: bool = typer.Option(False, "--skip-undecomposable", help="Leave out weights with no low-rank form, such as norms (default: saved whole)."),
-    out: Optional[str] = out_option("Catalog name of the adapter (default: merge-extract_lora-HASH)."),
+    out: Optional[str] = out_option("Catalog name of the adapter.", default="merge-extract_lora-HASH"),
     tag: List[str] = tag_option(),
     no_cache: bool = no_cache_option("Extract again even if the same extraction was recorded."),
     as_json: bool = json_option("Print the adapter's entry as JSON."),

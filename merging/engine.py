@@ -23,10 +23,11 @@ from zoo.families import detect, num_layers
 from zoo.memory import tune_allocator
 from zoo.writer import CheckpointWriter, TensorSpec
 
-from .job import TensorJob
+from .job import TensorJob, in_memory
 from .methods import MergeMethod
 from .settings import layer_position, resolve
 from .spec import MergeParams
+from .tokenizer.plan import plan as tokenizer_plan
 
 _FLOAT = {"float64", "float32", "float16", "bfloat16"}
 _NOT_SIDE_FILES = WEIGHT_INDEXES | {"config.json", "README.md", "mergekit_config.yml"}  # the last: this merge's own
@@ -39,6 +40,7 @@ class MergeReport:
     copied_from_reference: list[str] = field(default_factory=list)  # non-float or mismatched
     partial: dict[str, int] = field(default_factory=dict)  # tensor -> number of models that had it
     dropped: list[str] = field(default_factory=list)  # in some model but not in the reference
+    tokenizer: dict = field(default_factory=dict)  # the output vocabulary and chat template (merging.tokenizer)
 
 
 def precision(params: MergeParams) -> tuple[torch.dtype, torch.dtype | None, str | None]:
@@ -162,6 +164,9 @@ def merge_checkpoints(
     check_shared_names(ref, models, base is not None, params.copy_unmatched)
     family = detect(ref.config, names)  # None for architectures without a family: generic naming
     layers = num_layers(ref.config, names, family)
+    members = ([base] if base is not None else []) + models  # positions the tokenizer settings use
+    vocab = tokenizer_plan(params, members, base is not None, family, names)  # changes nothing unless set
+    report.tokenizer = vocab.notes
     specs, plans = [], []
     for name in names:
         info = ref.info(name)
@@ -170,7 +175,7 @@ def merge_checkpoints(
         for i, m in enumerate(models):
             if name not in m.tensors:
                 continue
-            if m.info(name).shape != info.shape:
+            if not vocab.fits(name, m.info(name).shape, info.shape):
                 if params.mismatched_shapes != "base":
                     raise MismatchError(
                         f"tensor {name} has shape {list(m.info(name).shape)} in model {i + 1} ({m.path.name}) but "
@@ -186,7 +191,7 @@ def merge_checkpoints(
         if not merge_it:
             report.copied_from_reference.append(name)
         out_dtype = out_override if (info.is_float and out_override) else info.dtype
-        specs.append(TensorSpec(name, info.shape, out_dtype))
+        specs.append(TensorSpec(name, vocab.shape(name, info.shape), out_dtype))
         plans.append((name, merge_it, present))
     report.dropped = sorted({n for m in models for n in m.names() if n not in ref.tensors})
 
@@ -212,7 +217,9 @@ def merge_checkpoints(
             if key in config:
                 config[key] = out_override
     side = {rel: ref.root / rel for rel in ref.side_files if rel not in _NOT_SIDE_FILES}
-    writer = open_writer(specs, config=config or None, side_files=side, max_shard_size=params.max_shard_size)
+    config, side = vocab.config(config), vocab.side_files(side)  # a new vocabulary's size and tokenizer files
+    extra = {"extra_files": vocab.files} if vocab.files else {}
+    writer = open_writer(specs, config=config or None, side_files=side, max_shard_size=params.max_shard_size, **extra)
 
     largest = max((ref.info(n).numel for n in names), default=1)
     budget = _Budget(max(largest, 64 * 1024 * 1024))
@@ -221,14 +228,24 @@ def merge_checkpoints(
         index, (name, merge_it, present) = item
         info = ref.info(name)
         with budget(info.numel):
+            rows = _aligned(vocab, name, members, base is not None, present, rounded) \
+                if vocab.covers(name) else None  # token rows laid out in the new vocabulary
             if not merge_it:
-                writer.write_slice(name, 0, ref.read(name))
+                writer.write_slice(name, 0, ref.read(name) if rows is None else rows[0])
             else:
+                if rows is None:
+                    base_src = rounded_source(lambda s, c, n=name: base.read(n, s, c), rounded) \
+                        if base is not None else None
+                    model_srcs = [rounded_source(lambda s, c, n=name, m=models[i]: m.read(n, s, c), rounded)
+                                  for i in present]
+                else:
+                    offset = 1 if base is not None else 0
+                    base_src = in_memory(rows[0]) if base is not None else None
+                    model_srcs = [in_memory(rows[offset + i]) for i in present]
                 t = layer_position(name, layers, family)
                 job = TensorJob(
-                    name=name, shape=info.shape,
-                    base=rounded_source(lambda s, c, n=name: base.read(n, s, c), rounded) if base is not None else None,
-                    models=[rounded_source(lambda s, c, n=name, m=models[i]: m.read(n, s, c), rounded) for i in present],
+                    name=name, shape=vocab.shape(name, info.shape),
+                    base=base_src, models=model_srcs,
                     params=[resolve(model_settings[i], method.model_params, name, t, method.name) for i in present],
                     shared=resolve(params.parameters, method.shared_params, name, t, method.name),
                     seed=params.seed, device=devices[index % len(devices)], dtype=compute, family=family,
@@ -253,3 +270,15 @@ def merge_checkpoints(
     finally:
         torch.set_num_threads(threads)
     return writer, report
+
+
+def _aligned(vocab, name: str, members: list[Checkpoint], has_base: bool, present: list[int],
+             rounded: torch.dtype | None) -> dict[int, torch.Tensor]:
+    """A token-indexed tensor of the reference (position 0: the base, else the first model)
+    and of the models merged, each whole (rounded to `dtype` first, as mergekit loads it)
+    and laid out in the output vocabulary, by position among `members`."""
+    offset = 1 if has_base else 0
+    ckpts = {0: members[0], **{offset + i: members[offset + i] for i in present}}
+    whole = {k: rounded_source(lambda s, c, m=m: m.read(name, s, c), rounded)(0, m.info(name).numel)
+             .reshape(m.info(name).shape) for k, m in ckpts.items()}
+    return vocab.aligned(name, whole)

@@ -95,6 +95,7 @@ def merge_command(catalog: Catalog, config: str | None, method: str | None, base
         parameters.update(parse_sets(sets))
         dtype, out_dtype = dtype or cfg.dtype, out_dtype or cfg.out_dtype
         out = out or cfg.name
+        run_extra = {**run_extra, **cfg.run_settings()}  # tokenizer, chat_template
     else:
         if not method:
             raise ZooError("say what to merge: a CONFIG.yaml, or --method with --model (and --base)")
@@ -131,7 +132,7 @@ def _run_doc(catalog: Catalog, cfg, sets: dict, *, dtype, out_dtype, out, device
     with progress_factory("merging") as advance:
         return run_merge(catalog, merge_method.name, cfg.base, cfg.models, parameters=parameters, dtype=dtype,
                          out_dtype=out_dtype, out=out, tags=tags, reuse=reuse, device=device, workers=workers,
-                         progress=advance, seed=seed, **run_extra)
+                         progress=advance, seed=seed, **run_extra, **cfg.run_settings())
 
 
 def _pipeline(catalog: Catalog, docs: list, config: str, sets: dict, *, out, progress_factory, **kw) -> PipelineResult:

@@ -9,13 +9,12 @@ from zoo.errors import ZooError
 from zoo.yaml_input import load_all_file
 
 from .modules import lift_modules
+from .tokenizer import forms as tokenizer_forms
+from .tokenizer.chat import template_problem
 
-SUPPORTED = {"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "name"}
-UNSUPPORTED = {
-    "tokenizer": "tokenizer merging is not supported; the output keeps the base's tokenizer files",
-    "tokenizer_source": "tokenizer merging is not supported; the output keeps the base's tokenizer files",
-    "chat_template": "chat templates are not rewritten; the output keeps the base's files",
-}
+SUPPORTED = {"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "name",
+             "tokenizer", "tokenizer_source", "chat_template"}
+UNSUPPORTED: dict[str, str] = {}
 
 
 @dataclass
@@ -28,14 +27,21 @@ class MergekitConfig:
     out_dtype: str | None = None
     name: str | None = None
     slices: list[SliceDef] | None = None  # mergekit's `slices:` (then `models` is empty)
+    tokenizer: dict[str, Any] | None = None  # tokenizer_source / tokenizer: as one block (merging.tokenizer.forms)
+    chat_template: str | None = None
 
     def refs(self) -> list[str]:
-        """Every model the document names (base, models, slice sources and slice bases)."""
+        """Every model the document names (base, models, slice sources and slice bases, and
+        the models its tokenizer settings take rows from)."""
         out = [self.base] if self.base else []
         out += [ref for ref, _ in self.models]
         for s in self.slices or ():
             out += [src.ref for src in s.sources] + ([s.base] if s.base else [])
-        return out
+        return out + tokenizer_forms.refs(self.tokenizer)
+
+    def run_settings(self) -> dict[str, Any]:
+        """The document's settings of the merge run beyond method and models (for run_merge)."""
+        return {k: v for k, v in (("tokenizer", self.tokenizer), ("chat_template", self.chat_template)) if v}
 
     def renamed(self, mapping: dict[str, str]) -> "MergekitConfig":
         """The same config with model references replaced through `mapping` (names of
@@ -48,7 +54,8 @@ class MergekitConfig:
         slices = None if self.slices is None else [
             SliceDef([SliceSource(r(src.ref), src.layer_range, src.parameters) for src in s.sources], r(s.base),
                      s.parameters) for s in self.slices]
-        return replace(self, base=r(self.base), models=[(r(m), p) for m, p in self.models], slices=slices)
+        return replace(self, base=r(self.base), models=[(r(m), p) for m, p in self.models], slices=slices,
+                       tokenizer=tokenizer_forms.renamed(self.tokenizer, r))
 
 
 @dataclass
@@ -142,7 +149,14 @@ def parse(doc: Any, where: str = "config") -> MergekitConfig:
         models.append((ref, _mapping(entry.get("parameters"), f"{where}: models[{i}].parameters")))
     params = _mapping(doc.get("parameters"), f"{where}: parameters")
     dtype, out_dtype, name = (_text(doc.get(k), f"{where}: {k}") for k in ("dtype", "out_dtype", "name"))
-    return MergekitConfig(method, base, models, params, dtype, out_dtype, name, slices)
+    tokenizer = tokenizer_forms.read(doc.get("tokenizer_source"), doc.get("tokenizer"), where, _ref)
+    chat_template = _text(doc.get("chat_template"), f"{where}: chat_template")
+    if chat_template and template_problem(chat_template):
+        raise ZooError(f"{where}: {template_problem(chat_template)}")
+    if slices is not None and (tokenizer or chat_template):
+        raise ZooError(f"{where}: {'tokenizer settings' if tokenizer else 'chat_template'} with slices: are not "
+                       "supported yet; merge the slices in one document, then set them in a second document over it")
+    return MergekitConfig(method, base, models, params, dtype, out_dtype, name, slices, tokenizer, chat_template)
 
 
 def _slices(value: Any, where: str) -> list[SliceDef]:

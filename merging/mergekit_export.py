@@ -11,6 +11,8 @@ import yaml
 
 from zoo.card import hub_id
 
+from .tokenizer.forms import to_yaml as tokenizer_yaml
+
 FILE = "mergekit_config.yml"
 _RUN_DEFAULTS = {"compute_dtype": None, "mismatched_shapes": "error", "copy_unmatched": False, "seed": 0}
 
@@ -68,6 +70,9 @@ def mergekit_document(operator: str, params: dict, inputs: list[tuple[str, Any]]
     for key in ("dtype", "out_dtype"):
         if params.get(key):
             doc[key] = params[key]
+    if operator != "merge.slices":  # tokenizer settings name the models by position, the base first
+        members = ([doc["base_model"]] if "base_model" in doc else []) + [m["model"] for m in doc["models"]]
+        doc.update(tokenizer_yaml(params, members, "base_model" in doc))
     return doc
 
 

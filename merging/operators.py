@@ -66,6 +66,7 @@ for _method in all_methods():
     register(operator_of(_method))
 
 from . import extract_lora  # noqa: E402,F401 - registers merge.extract_lora
+from .moe import operator as _moe  # noqa: E402,F401 - registers merge.moe (mergekit-moe)
 
 
 register(SLICES_OPERATOR)  # mergekit's slices: (merging.slices)

@@ -90,6 +90,9 @@ class SlicesParams(MergeParams):
         except ZooError as e:
             raise custom(str(e)) from None
         check = settings_check(method)
+        if self.tokenizer is not None or self.chat_template is not None:
+            raise custom("slices: tokenizer_source, tokenizer: and chat_template are supported with models: merges "
+                         "only; merge the slices first, then the tokenizer with a models: document")
         if self.model_parameters:
             raise custom("slices: per-model settings go in each source's parameters, not model_parameters")
         check.shared(self.parameters)

@@ -13,6 +13,8 @@ from pydantic import AfterValidator, Field, TypeAdapter, WithJsonSchema, create_
 
 from zoo.registry import OperatorParams
 
+from .tokenizer.settings import ChatTemplate, TokenizerSettings
+
 if TYPE_CHECKING:
     from .methods import MergeMethod
 
@@ -36,6 +38,10 @@ class MergeParams(OperatorParams):
     copy_unmatched: bool = Field(False, description="tensors not in every input: an error, or (true) merged over the "
                                  "inputs that have them, copied from the base when only it has them")
     max_shard_size: str = Field("5GB", min_length=1, description="output shard size")
+    tokenizer: TokenizerSettings | None = Field(None, description="mergekit's tokenizer_source / tokenizer: the "
+                                                "output vocabulary, and how each model's token rows fill it")
+    chat_template: ChatTemplate | None = Field(None, description="a built-in template name, auto, or a Jinja template, "
+                                               "written into the output's tokenizer_config.json")
 
 
 _BY_METHOD: dict[str, type[MergeParams]] = {}

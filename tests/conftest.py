@@ -39,6 +39,16 @@ def vit_dir(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def moe_models(tmp_path_factory) -> dict[str, str]:
+    """Paths of tiny dense models for mixtures of experts (tests/helpers/moe.py): a base Llama
+    with a trained tokenizer, two fine-tunes of it, a wider Llama, a GPT-2, a Llama without
+    a tokenizer."""
+    from tests.helpers.moe import build_moe_models
+
+    return build_moe_models(tmp_path_factory.mktemp("moe-models"))
+
+
 @pytest.fixture
 def run(tmp_path, capsys, monkeypatch):
     """The `zoo` command in process: run(*args) -> (exit code, stdout, stderr)."""
@@ -76,3 +86,21 @@ def hub(monkeypatch, tmp_path):
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
         yield server
+
+
+@pytest.fixture(scope="session")
+def tui_zoo(tmp_path_factory) -> Path:
+    """The TUI tests' small deterministic catalog (tests/helpers/tui_zoo.py), built once."""
+    from tests.helpers.tui_zoo import build_tui_zoo
+
+    return build_tui_zoo(tmp_path_factory.mktemp("tui-zoo"))
+
+
+@pytest.fixture
+def tui_app(tui_zoo, tmp_path, monkeypatch):
+    """A ZooApp on a private copy of `tui_zoo` (actions may change it); `app.notes` records
+    every notification as (message, severity)."""
+    from tests.helpers.tui_zoo import make_app
+
+    monkeypatch.delenv("NO_COLOR", raising=False)  # screenshots are in colour
+    return make_app(tui_zoo, tmp_path)

@@ -169,7 +169,7 @@ def test_cli_flags_and_yaml_with_gradients(tmp_path, trio, capsys, monkeypatch):
 
 @pytest.mark.parametrize("text,needle", [
     ("merge_method: ties\nslices: []\n", "slices is empty"),
-    ("merge_method: ties\ntokenizer_source: base\n", "tokenizer merging is not supported"),
+    ("merge_method: ties\ntokenizer_source: base\ntokenizer: {source: union}\n", "not both"),
     ("merge_method: ties\nbogus: 1\n", "unknown key 'bogus'"),
     ("models: []\n", "merge_method is required"),
     ("merge_method: [unclosed\n", "not valid YAML"),
