@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from .data import COLUMNS, ZooData
+from .palette import commands_for_bindings
 from .screens.help import HelpScreen
 from .screens.main import MainScreen
 from .screens.runs import RunsScreen
@@ -25,9 +26,8 @@ _MORE_KEYS = [
     ("enter / ↓", "in the filter: back to the table"),
     ("escape", "leave the filter or tensor search; close a dialog or view"),
     ("click header", "sort by that column (again: reverse)"),
-    ("space", "lineage: open or close a branch"),
-    ("enter", "lineage: select that model · runs: select the model the run made"),
-    ("tab", "move between the filter, the table and the pane below"),
+    ("enter", "lineage: re-root on that model · runs: select the model the run made"),
+    ("tab", "filter → table → the pane shown below (▶ and a heavy border mark where you are)"),
     ("ctrl+p", "command palette: every action, searchable"),
 ]
 _FILTER_SYNTAX = [
@@ -37,15 +37,20 @@ _FILTER_SYNTAX = [
 ]
 
 
-class ZooApp(App[None]):
+class ZooApp(App[None], inherit_bindings=False):
     """The catalog browser. Data comes from `tui.data.ZooData` over a `zoo.catalog.Catalog`."""
 
     CSS_PATH = "zoo.tcss"
     TITLE = "weightzoo"
+    # Not inherited (inherit_bindings=False), so that the footer lists Help before Quit and
+    # shows `q Quit`, or `^q Quit` while a text box takes the q (Textual's ctrl+q and ctrl+c
+    # are repeated here).
     BINDINGS = [
         Binding("question_mark,f1", "help", "Help", tooltip="this list of keys"),
         Binding("r", "runs", "Runs", tooltip="recent operator runs (enter selects the model a run made)"),
-        Binding("q", "quit", "Quit", tooltip="quit (ctrl+q too)"),
+        Binding("q", "quit", "Quit", tooltip="quit (ctrl+q too, also while typing)"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="quit"),
+        Binding("ctrl+c", "help_quit", show=False, system=True),
     ]
 
     def __init__(self, catalog: Catalog, **kwargs) -> None:
@@ -78,8 +83,11 @@ class ZooApp(App[None]):
     def key_help(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """The help screen's sections, from the bindings themselves."""
         def rows(bindings) -> list[tuple[str, str]]:
-            out = []
+            out, seen = [], set()
             for b in bindings:
+                if b.action in seen or b.system:
+                    continue  # one line per action (q and ctrl+q)
+                seen.add(b.action)
                 keys = " / ".join(self.get_key_display(Binding(k, b.action)) for k in b.key.split(","))
                 out.append((keys, b.tooltip or b.description))
             return out
@@ -88,18 +96,14 @@ class ZooApp(App[None]):
         return [("catalog", rows(main)), ("anywhere", rows(self.BINDINGS) + _MORE_KEYS), ("filter", _FILTER_SYNTAX)]
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's own commands, every binding of this screen and the app (`tui.palette`),
+        and those without a key: sort by a given column, re-root the lineage."""
         yield from super().get_system_commands(screen)
-        main = self.main
-        yield SystemCommand("Tag model", "Add or remove tags on the selected model (t)", main.action_tag)
-        yield SystemCommand("Mark model for compare", "Mark the selected model as A (m)", main.action_mark)
-        yield SystemCommand("Compare with marked", "Per-tensor relative change, marked vs selected (c)",
-                            main.action_compare)
-        yield SystemCommand("Verify model", "Re-hash the selected model's files (v)", main.action_verify)
-        yield SystemCommand("Export model", "Copy the selected model's files to a new folder (e)", main.action_export)
-        yield SystemCommand("Push model to the Hub", "Upload the selected model (p)", main.action_push)
-        yield SystemCommand("Runs", "Recent operator runs (r)", self.action_runs)
-        yield SystemCommand("Reload catalog", "Read the catalog again (ctrl+r)", main.action_reload)
-        yield SystemCommand("Help", "Keys and filter syntax (?)", self.action_help)
-        for key, header in COLUMNS:
-            yield SystemCommand(f"Sort by {header}", f"Sort the catalog by {header}",
-                                lambda key=key: main.sort_by(key), discover=False)
+        yield from commands_for_bindings(self, (screen, self))
+        if isinstance(screen, MainScreen):
+            yield SystemCommand("Lineage: re-root on the highlighted model",
+                                "Select the model highlighted in the lineage pane (enter there)",
+                                screen.action_lineage_reroot)
+            for key, header in COLUMNS:
+                yield SystemCommand(f"Sort by {header}", f"Sort the catalog by {header}",
+                                    lambda key=key: screen.sort_by(key), discover=False)

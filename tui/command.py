@@ -17,7 +17,9 @@ def install(root: typer.Typer) -> None:
 @app.command("tui")
 def tui_command() -> None:
     """Browse the catalog in a terminal UI: filter, sort, details, tensors, lineage, runs;
-    tag, compare, verify, export and push models (press ? inside for the keys)."""
+    tag, compare, verify, export and push models (press ? inside for the keys).
+
+    Example: zoo --catalog ./my-zoo.db tui"""
     from .app import ZooApp
 
     ZooApp(catalog()).run()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.catalog import views
-from zoo.catalog.views import Edge, Lineage
+from zoo.catalog.views import Lineage
 from zoo.console import human_bytes, human_count
 
 if TYPE_CHECKING:
@@ -186,28 +186,6 @@ class TensorRow:
     params: int
     file: str
     norm: float | None = None  # filled in by `tensor_norms`, in a worker
-
-
-def edge_label(edge: Edge) -> str:
-    """A lineage edge as the tree shows it: role · weight · run, operator and params."""
-    parts = [edge.role]
-    if edge.weight is not None:
-        parts.append(f"w={edge.weight:g}")
-    if edge.run_id is not None:
-        run = f"run {edge.run_id}"
-        if edge.operator:
-            run += f" {edge.operator}"
-        if edge.params:
-            run += " " + ", ".join(f"{k}={_short_json(v)}" for k, v in edge.params.items())
-        parts.append(run)
-    return " · ".join(parts)
-
-
-def _short_json(v: Any) -> str:
-    import json
-
-    text = fmt_value(v) if isinstance(v, (int, float, str)) else json.dumps(v, separators=(",", ":"))
-    return clip(text, 40)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,10 @@
 """The catalog browser: filter, sortable table, and the selected model's details, tensors
-and lineage; the actions (tag, mark/compare, verify, export, push) start here."""
+and lineage; the actions (tag, mark/compare, verify, export, push) start here.
+
+Layout (fits 80x24): the filter, the table (as tall as its rows, at most about half the
+screen) and one pane below it (details, tensors or lineage, switched with d / w / l) that
+takes the rest. Tab goes filter -> table -> the pane shown; the pane holding focus has a
+heavy border and a ▶ in its title (`tui.widgets.focus_ring`)."""
 from __future__ import annotations
 
 import threading
@@ -9,18 +14,10 @@ from collections.abc import Callable
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import (
-    DataTable,
-    Footer,
-    Header,
-    Input,
-    Label,
-    TabbedContent,
-    TabPane,
-)
+from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input
 from textual.worker import get_current_worker
 
 from zoo.catalog.views import Lineage
@@ -29,27 +26,43 @@ from zoo.errors import ZooError
 from ..data import PAGE, SORT_KEYS, TaskResult, TensorRow, ZooData
 from ..widgets.catalog_table import CatalogTable
 from ..widgets.details import DetailsView
-from ..widgets.lineage import LineageTree
+from ..widgets.focus_ring import FocusRing
+from ..widgets.lineage import LineageView
 from ..widgets.taskbar import TaskBar
 from ..widgets.tensors import TensorsView
 from .compare import CompareScreen
 from .prompt import PromptScreen
 
 
+# (pane id, its name in the pane's title, its key); the order of the title
+PANES = (("details", "Details", "d"), ("tensors", "Tensors", "w"), ("lineage", "Lineage", "l"))
+_PANES_GROUP = Binding.Group("panes")  # the footer shows "d w l panes"
+_PANE_HINTS = {"details": "", "tensors": "the box above the table searches names",
+               "lineage": "↑↓ move · enter: re-root on that model"}
+# what takes the keyboard when the pane it was in is switched away
+_PANE_FOCUS = {"details": "#details", "tensors": "#tensor-table", "lineage": "#lineage"}
+
+
 class MainScreen(Screen):
+    # The footer shows only what fits 80 columns (filter, panes, sort); the rest is in the
+    # help screen (?) and the command palette (ctrl+p), which list every binding.
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter", tooltip="type to filter by name, tag or family"),
+        Binding("d", "tab('details')", "Details", tooltip="details pane: metadata, files, config",
+                group=_PANES_GROUP),
+        Binding("w", "tab('tensors')", "Tensors", tooltip="tensors pane: names, shapes, norms",
+                group=_PANES_GROUP),
+        Binding("l", "tab('lineage')", "Lineage", tooltip="lineage pane: ancestors and descendants as a DAG",
+                group=_PANES_GROUP),
         Binding("s", "sort_next", "Sort", tooltip="sort by the next column (or click a column header)"),
         Binding("S", "sort_reverse", "Reverse sort", show=False, tooltip="reverse the sort order"),
-        Binding("d", "tab('details')", "Details", show=False, tooltip="details pane: metadata, files, config"),
-        Binding("w", "tab('tensors')", "Tensors", show=False, tooltip="tensors pane: names, shapes, norms"),
-        Binding("l", "tab('lineage')", "Lineage", show=False, tooltip="lineage pane: the family tree"),
-        Binding("t", "tag", "Tag", tooltip="add tags, or remove them with -TAG"),
-        Binding("m", "mark", "Mark", tooltip="mark the selected model as A for compare"),
-        Binding("c", "compare", "Compare", tooltip="compare the marked model A with the selected B (like zoo diff)"),
-        Binding("v", "verify", "Verify", tooltip="re-hash the selected model's files"),
-        Binding("e", "export", "Export", tooltip="copy the selected model's files to a new folder"),
-        Binding("p", "push", "Push", tooltip="push the selected model to the Hub"),
+        Binding("t", "tag", "Tag", show=False, tooltip="add tags, or remove them with -TAG"),
+        Binding("m", "mark", "Mark", show=False, tooltip="mark the selected model as A for compare"),
+        Binding("c", "compare", "Compare", show=False,
+                tooltip="compare the marked model A with the selected B (like zoo diff)"),
+        Binding("v", "verify", "Verify", show=False, tooltip="re-hash the selected model's files"),
+        Binding("e", "export", "Export", show=False, tooltip="copy the selected model's files to a new folder"),
+        Binding("p", "push", "Push", show=False, tooltip="push the selected model to the Hub"),
         Binding("ctrl+r", "reload", "Reload", show=False, tooltip="read the catalog again"),
         Binding("escape", "leave_filter", "Back to table", show=False),
         Binding("down", "leave_filter", "Back to table", show=False),
@@ -71,21 +84,18 @@ class MainScreen(Screen):
         self._busy_lock = threading.Lock()
         self._busy_timer: Timer | None = None
         self.timings: dict[str, float] = {}  # last filter / render costs (seconds), for benchmarks
+        self.ring = FocusRing()
 
     # ----- layout -------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
-        with Horizontal(id="filter-bar"):
-            yield Input(placeholder="filter by name, tag or family  (tag:prod family:llama)", id="filter")
-            yield Label("", id="count")
+        yield Input(placeholder="words, tag:prod, family:llama", id="filter")
         yield CatalogTable(id="catalog")
-        with TabbedContent(id="panes"):
-            with TabPane("Details (d)", id="details"):
-                yield DetailsView(id="details-view")
-            with TabPane("Tensors (w)", id="tensors"):
-                yield TensorsView(id="tensors-view")
-            with TabPane("Lineage (l)", id="lineage"):
-                yield LineageTree(id="lineage-tree")
+        with Vertical(id="panes"):
+            with ContentSwitcher(initial="details", id="pane-switcher"):
+                yield DetailsView(id="details")
+                yield TensorsView(id="tensors")
+                yield LineageView(id="lineage")
         yield TaskBar(id="taskbar")
         yield Footer()
 
@@ -93,11 +103,29 @@ class MainScreen(Screen):
     def table(self) -> CatalogTable:
         return self.query_one("#catalog", CatalogTable)
 
+    @property
+    def active_pane(self) -> str:
+        return self.query_one("#pane-switcher", ContentSwitcher).current or "details"
+
     def on_mount(self) -> None:
+        self.ring.add(self.query_one("#filter"), "filter (/)")
+        self.ring.add(self.table, "catalog")
+        self.ring.add(self.query_one("#panes"), self._panes_title())
         if not self.data.rows:
             self.data.load()
         self.apply_query()
         self.table.focus()
+
+    def on_descendant_focus(self) -> None:
+        self.ring.refresh()
+
+    def on_descendant_blur(self) -> None:
+        self.ring.refresh()
+
+    def _panes_title(self) -> str:
+        """'■ Details d  □ Tensors w  □ Lineage l': the shown pane filled, every key given."""
+        active = self.active_pane
+        return "  ".join(f"{'■' if pane == active else '□'} {name} {key}" for pane, name, key in PANES)
 
     # ----- listing ------------------------------------------------------------------------
     def apply_query(self, keep: int | None = None) -> None:
@@ -133,7 +161,7 @@ class MainScreen(Screen):
         text += f" matching · {total:,} models" if self.query_text.strip() else " models"
         if self.marked_id is not None and self.marked_id in self.data.by_id:
             text += f" · marked {self.data.by_id[self.marked_id].ref}"
-        self.query_one("#count", Label).update(text)
+        self.table.border_subtitle = text
 
     def _more(self) -> None:
         """Append the next page of matches to the table."""
@@ -195,7 +223,7 @@ class MainScreen(Screen):
         self._refresh_active()
 
     def _show_details(self) -> None:
-        view = self.query_one("#details-view", DetailsView)
+        view = self.query_one("#details", DetailsView)
         if self.selected_id is None:
             view.show(None, "no model matches the filter" if self.query_text.strip() else "the catalog is empty")
             return
@@ -205,21 +233,26 @@ class MainScreen(Screen):
             view.show(None, str(e))
 
     def _refresh_active(self) -> None:
-        active = self.query_one("#panes", TabbedContent).active
+        active = self.active_pane
         if self._stale.get(active):
             self._stale[active] = False
             (self._load_tensors if active == "tensors" else self._load_lineage_start)()
 
-    @on(TabbedContent.TabActivated, "#panes")
-    def _tab_changed(self) -> None:
-        self._refresh_active()
-
     def action_tab(self, pane: str) -> None:
-        self.query_one("#panes", TabbedContent).active = pane
+        """Show a pane below the table. Focus stays where it was; if it was in the pane
+        that goes away, it moves into the new one."""
+        panes = self.query_one("#panes")
+        was_inside = panes.has_focus_within
+        self.query_one("#pane-switcher", ContentSwitcher).current = pane
+        self.ring.set_title(panes, self._panes_title())
+        panes.border_subtitle = _PANE_HINTS[pane]
+        self._refresh_active()
+        if was_inside:
+            self.query_one(_PANE_FOCUS[pane]).focus()
 
     # tensors: names, shapes and dtypes from headers at once; norms in a worker
     def _load_tensors(self) -> None:
-        view = self.query_one("#tensors-view", TensorsView)
+        view = self.query_one("#tensors", TensorsView)
         self._tensor_rows = []
         if self.selected_id is None:
             view.show([], message="no model selected")
@@ -235,7 +268,7 @@ class MainScreen(Screen):
     def _show_tensors(self) -> None:
         text = self.query_one("#tensor-search", Input).value
         rows = self.data.filter_tensors(self._tensor_rows, text)
-        self.query_one("#tensors-view", TensorsView).show(rows, total=len(self._tensor_rows))
+        self.query_one("#tensors", TensorsView).show(rows, total=len(self._tensor_rows))
 
     @on(Input.Changed, "#tensor-search")
     def _tensor_search(self) -> None:
@@ -259,18 +292,18 @@ class MainScreen(Screen):
     def _post_norms(self, model_id: int, batch: list[TensorRow]) -> None:
         def apply() -> None:
             if self.selected_id == model_id:
-                self.query_one("#tensors-view", TensorsView).update_norms(batch)
+                self.query_one("#tensors", TensorsView).update_norms(batch)
 
         if batch:
             self.app.call_from_thread(apply)
 
     # lineage: ancestors + descendants can be thousands of models, so it loads in a worker
     def _load_lineage_start(self) -> None:
-        tree = self.query_one("#lineage-tree", LineageTree)
+        view = self.query_one("#lineage", LineageView)
         if self.selected_id is None:
-            tree.show(None, "no model selected")
+            view.show(None, "no model selected")
             return
-        tree.show(None, f"loading the lineage of {self.data.by_id[self.selected_id].ref} …"
+        view.show(None, f"loading the lineage of {self.data.by_id[self.selected_id].ref} …"
                   if self.selected_id in self.data.by_id else "loading …")
         self._load_lineage(self.selected_id)
 
@@ -284,13 +317,21 @@ class MainScreen(Screen):
 
         def apply() -> None:
             if self.selected_id == model_id:
-                self.query_one("#lineage-tree", LineageTree).show(lineage, message)
+                self.query_one("#lineage", LineageView).show(lineage, message)
 
         self.app.call_from_thread(apply)
 
-    @on(LineageTree.ModelChosen)
-    def _lineage_chosen(self, event: LineageTree.ModelChosen) -> None:
+    @on(LineageView.ModelChosen)
+    def _lineage_chosen(self, event: LineageView.ModelChosen) -> None:
         self.select_model(event.model_id)
+
+    def action_lineage_reroot(self) -> None:
+        """Select the model highlighted in the lineage pane (what enter does there)."""
+        model_id = self.query_one("#lineage", LineageView).highlighted_model_id
+        if model_id is None:
+            self.notify("open the lineage pane (l) and highlight a model first", severity="warning")
+            return
+        self.select_model(model_id)
 
     # ----- key actions --------------------------------------------------------------------
     def action_focus_filter(self) -> None:

@@ -71,9 +71,11 @@ def _summary(info: dict) -> Table:
 
 def _files(info: dict) -> Table:
     files = Table(box=None, header_style="bold", pad_edge=False, expand=False)
-    files.add_column("file", no_wrap=True)
-    files.add_column("size", justify="right", no_wrap=True)
-    files.add_column("sha256", no_wrap=True)
+    # on a narrow screen the digest is cut, not the names and sizes
+    longest = max((len(f["path"]) for f in info["files"]), default=4)
+    files.add_column("file", no_wrap=True, min_width=min(longest, 40))
+    files.add_column("size", justify="right", no_wrap=True, min_width=9)
+    files.add_column("sha256", no_wrap=True, overflow="ellipsis")
     for f in info["files"]:
         files.add_row(f["path"], human_bytes(f["size"]), f["sha256"])
     return files

@@ -1,31 +1,31 @@
-"""The lineage pane: a model's family tree as a Textual Tree, grown as it is expanded."""
+"""The lineage pane: a model's ancestors and descendants as a DAG, one row per model.
+
+Rows run by generation (`tui.dag.layers`); each shows the model, `←` its parents with the
+role and weight of each edge and the run that made it (wrapped, never cut), and `→` its
+children. A shared ancestor is one row with several `→` edges. Enter on a row posts
+`ModelChosen`: the screen selects that model and the view re-roots on it.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from rich.table import Table
 from rich.text import Text
 from textual.message import Message
-from textual.widgets import Tree
-from textual.widgets.tree import TreeNode
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
 
-from zoo.catalog.views import Edge, Lineage
+from zoo.catalog.views import Lineage
+from zoo.console import human_count
 
-from ..data import edge_label
+from ..dag import DagRow, edge_role, layers, runs_of
 
-_AUTO_EXPAND_NODES = 60  # small trees open fully; larger ones open two levels
-
-
-@dataclass
-class _Node:
-    model_id: int | None  # None: a "made from" / "used by" heading
-    up: bool = True  # ancestors branch (parents below children) or descendants
-    grown: bool = False
+FOCUS_MARK, OTHER_MARK = "●", "○"
+MAX_ROWS = 2000  # models drawn at most (those nearest the focus by generation); the rest are counted
+MAX_EDGES = 12  # refs listed per `←` / `→` line before "… and N more"
 
 
-class LineageTree(Tree[_Node]):
-    """Root: the model. 'made from' lists its parents (their parents nested under them),
-    'used by' its children; every edge shows its role, weight and the run that made it.
-    Selecting a model node posts `ModelChosen`."""
+class LineageView(OptionList):
+    """The DAG of one model's lineage. `show(lineage)` draws it; the highlighted row starts
+    on the model itself (marked ● and bold, the others ○)."""
 
     class ModelChosen(Message):
         def __init__(self, model_id: int) -> None:
@@ -33,65 +33,82 @@ class LineageTree(Tree[_Node]):
             super().__init__()
 
     def __init__(self, **kwargs) -> None:
-        super().__init__("lineage", **kwargs)
-        self.auto_expand = False
-        self.show_root = True
-        self._lineage: Lineage | None = None
+        super().__init__(**kwargs)
+        self.lineage: Lineage | None = None
+        self.rows: list[DagRow] = []
 
     def show(self, lineage: Lineage | None, message: str = "") -> None:
-        self._lineage = lineage
-        self.clear()
+        self.lineage = lineage
+        self.clear_options()
         if lineage is None:
-            self.root.set_label(Text(message or "no model selected", style="dim"))
-            self.root.data = _Node(None)
+            self.rows = []
+            self.add_option(Option(Text(message or "no model selected", style="dim"), disabled=True))
             return
-        focus = lineage.focus
-        node = lineage.nodes[focus]
-        label = Text(node.ref, style="bold")
-        if node.family:
-            label.append(f"  {node.family}", style="dim")
-        self.root.set_label(label)
-        self.root.data = _Node(focus, grown=True)
-        open_all = len(lineage) <= _AUTO_EXPAND_NODES
-        if lineage.parents(focus):
-            up = self.root.add(Text("made from", style="italic dim"), _Node(None, up=True), expand=True)
-            self._grow(up, focus, True, depth=1, open_all=open_all)
-        if lineage.children(focus):
-            down = self.root.add(Text("used by", style="italic dim"), _Node(None, up=False), expand=True)
-            self._grow(down, focus, False, depth=1, open_all=open_all)
-        if not lineage.parents(focus) and not lineage.children(focus):
-            self.root.add_leaf(Text("no recorded parents or children", style="dim"), _Node(None))
-        self.root.expand()
-        self.cursor_line = 0
+        rows = layers(lineage)
+        hidden = 0
+        if len(rows) > MAX_ROWS:
+            focus_gen = next(r.generation for r in rows if r.is_focus)
+            keep = sorted(rows, key=lambda r: (abs(r.generation - focus_gen), r.node.id))[:MAX_ROWS]
+            kept = {r.node.id for r in keep}
+            hidden = len(rows) - MAX_ROWS
+            rows = [r for r in rows if r.node.id in kept]
+        self.rows = rows
+        options = [Option(_row(lineage, r), id=str(r.node.id)) for r in rows]
+        if len(rows) == 1:
+            options.append(Option(Text("no recorded parents or children", style="dim"), disabled=True))
+        if hidden:
+            options.append(Option(Text(f"… {hidden:,} more models, further from this one, not drawn",
+                                       style="dim"), disabled=True))
+        self.add_options(options)
+        self.highlighted = next(i for i, r in enumerate(rows) if r.is_focus)
 
-    def _grow(self, branch: TreeNode[_Node], model_id: int, up: bool, depth: int, open_all: bool) -> None:
-        lin = self._lineage
-        assert lin is not None
-        edges = lin.parents(model_id) if up else lin.children(model_id)
-        for e in edges:
-            other = e.parent if up else e.child
-            more = bool(lin.parents(other) if up else lin.children(other))
-            node = branch.add(_label(lin, other, e), _Node(other, up), allow_expand=more)
-            if more and (open_all or depth < 2):
-                node.data.grown = True
-                self._grow(node, other, up, depth + 1, open_all)
-                node.expand()
+    @property
+    def highlighted_model_id(self) -> int | None:
+        option = self.highlighted_option
+        return None if option is None or option.id is None else int(option.id)
 
-    def on_tree_node_expanded(self, event: Tree.NodeExpanded[_Node]) -> None:
-        data = event.node.data
-        if data is None or data.grown or data.model_id is None or self._lineage is None:
-            return
-        data.grown = True
-        self._grow(event.node, data.model_id, data.up, depth=99, open_all=False)
+    def ref_of(self, model_id: int) -> str:
+        return self.lineage.nodes[model_id].ref if self.lineage else str(model_id)
 
-    def on_tree_node_selected(self, event: Tree.NodeSelected[_Node]) -> None:
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        data = event.node.data
-        if data is not None and data.model_id is not None and event.node is not self.root:
-            self.post_message(self.ModelChosen(data.model_id))
+        if event.option.id is not None:
+            self.post_message(self.ModelChosen(int(event.option.id)))
 
 
-def _label(lin: Lineage, model_id: int, edge: Edge) -> Text:
-    text = Text(lin.nodes[model_id].ref, style="bold")
-    text.append(f"  ({edge_label(edge)})", style="dim")
+def _row(lineage: Lineage, row: DagRow) -> Table:
+    """`g2 ● model`, then `←` its parents (and the runs that made it) and `→` its children,
+    each wrapped under its arrow."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=3, no_wrap=True, style="dim")
+    grid.add_column(width=1, no_wrap=True)
+    grid.add_column(ratio=1, overflow="fold")
+    node = row.node
+    title = Text(node.ref, style="bold" if row.is_focus else "")
+    details = " · ".join(x for x in (node.family, human_count(node.params) if node.params else None) if x)
+    if details:
+        title.append(f"  {details}", style="dim")
+    if row.is_focus:
+        title.append("  (this model)", style="italic")
+    grid.add_row(f"g{row.generation}", FOCUS_MARK if row.is_focus else OTHER_MARK, title)
+    if row.parents:
+        grid.add_row("", "←", _refs(lineage, [(e.parent, edge_role(e)) for e in row.parents]))
+        for run in runs_of(row.parents):
+            grid.add_row("", "", Text(run, style="dim"))
+    if row.children:
+        grid.add_row("", "→", _refs(lineage, [(e.child, None) for e in row.children]))
+    return grid
+
+
+def _refs(lineage: Lineage, items: list[tuple[int, str | None]]) -> Text:
+    """'ft-a@1 (input w=0.5), ft-b@1 (input w=0.5)', at most MAX_EDGES then '… and N more'."""
+    text = Text()
+    for i, (model_id, role) in enumerate(items[:MAX_EDGES]):
+        if i:
+            text.append(", ")
+        text.append(lineage.nodes[model_id].ref)
+        if role:
+            text.append(f" ({role})", style="dim")
+    if len(items) > MAX_EDGES:
+        text.append(f", … and {len(items) - MAX_EDGES} more", style="dim")
     return text

@@ -19,7 +19,7 @@ class TensorsView(Vertical):
     """Shows tensor rows; the screen filters them on the search box's input."""
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="search tensors by name", id="tensor-search")
+        yield Input(placeholder="search tensors by name", id="tensor-search", compact=True)
         yield Label("", id="tensor-summary")
         table = DataTable(cursor_type="row", zebra_stripes=True, id="tensor-table")
         yield table
