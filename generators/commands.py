@@ -31,9 +31,9 @@ def expand(
     num_heads: Optional[int] = typer.Option(None, "--num-heads", help="Target heads [default: hidden / head_dim]."),
     intermediate_size: Optional[int] = typer.Option(None, "--intermediate-size", help="Target MLP width [default: scaled with hidden]."),
     depth_init: Optional[str] = typer.Option(None, "--depth-init", help="lemon: new layers' output projections, "
-                                             "cancel (non-zero, cancelling; default) or zero (the reference code's rule)."),
+                                             "cancel (non-zero, cancelling) or zero (the reference code's rule) [default: cancel]."),
     seed: int = seed_option("Seed of the random splits and unit maps."),
-    out: Optional[str] = out_option(),
+    out: Optional[str] = out_option(default="expand-METHOD-HASH"),
     tag: List[str] = tag_option(),
     no_cache: bool = no_cache_option("Expand again even if recorded."),
     device: str = device_option(),

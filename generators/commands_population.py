@@ -14,7 +14,7 @@ app = typer.Typer()
 
 @app.command("population")
 def population(
-    task: List[str] = typer.Option([], "--task", help="A digits task (repeat): digits, digits:0-4, digits:1,3,7, digits:perm3."),
+    task: List[str] = typer.Option([], "--task", help="A digits task (repeat): digits, digits:0-4, digits:1,3,7, digits:perm3 [default: none besides --subsets and --perms]."),
     subsets: int = typer.Option(0, "--subsets", help="Also N random class subsets of 3 to 7 digits as tasks (e.g. digits:1,4,7)."),
     perms: int = typer.Option(0, "--perms", help="Also N label permutations as tasks: digits:perm0 .. digits:perm{N-1}."),
     task_seed: int = typer.Option(0, "--task-seed", help="Seed that draws the --subsets."),

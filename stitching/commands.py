@@ -10,7 +10,8 @@ import typer
 from zoo.command_kit import catalog, json_option, metrics_line, no_cache_option, out_option, seed_option, tag_option
 from zoo.console import human_count, item_progress, out, print_json
 
-stitch_app = typer.Typer(help="Stitch a family of pretrained models into one network of many sizes (SN-Net).",
+stitch_app = typer.Typer(help="Stitch a family of pretrained models into one network of many sizes (SN-Net).\n\n"
+                              "Example: zoo stitch ls snnet --pareto",
                          no_args_is_help=True)
 
 
@@ -36,9 +37,9 @@ def _done(verb: str, result) -> None:
 def stitch_build(
     anchor: List[str] = typer.Option(..., "--anchor", "-a", help="Anchor model (repeat; 2 or more of one family, any order)."),
     task: str = typer.Option(..., "--task", help="Task to train and evaluate on (digits, pytext, ...)."),
-    out_name: Optional[str] = out_option("Catalog name of the stitched network."),
+    out_name: Optional[str] = out_option("Catalog name of the stitched network.", default="stitch-snnet-HASH"),
     version: str = typer.Option("v1", "--version", help="v1 (small-to-large, sliding window) or v2 (two-way: SL, LS, LSL, SLS)."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the training split."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the training split [default: none: --steps decides]."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps instead of --epochs [default: 200]."),
     lr: float = typer.Option(5e-4, "--lr", help="Learning rate (AdamW)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Examples per step."),
@@ -69,12 +70,14 @@ def stitch_build(
 @stitch_app.command("ls")
 def stitch_ls(
     ref: str = typer.Argument(..., help="A stitched network (or an exported configuration)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw accuracy vs FLOPs (PNG) to this file."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw accuracy vs FLOPs (PNG) to this file [default: no plot]."),
     pareto: bool = typer.Option(False, "--pareto", help="Only configurations on the Pareto front."),
     as_json: bool = json_option("Print the configurations as JSON."),
 ) -> None:
-    """List a stitched network's configurations: route, params, FLOPs, accuracy."""
-    from rich.table import Table
+    """List a stitched network's configurations: route, params, FLOPs, accuracy.
+
+    Example: zoo stitch ls snnet --pareto --plot snnet.png"""
+    from zoo.tables import Column, print_table
 
     fe = _frontend()
     config, configs = fe.network(catalog(), ref)
@@ -90,14 +93,12 @@ def stitch_ls(
         print_json([c.to_json() for c in shown])
         return
     metrics = sorted({k for c in configs for k in c.stats if k.startswith("test/")})
-    table = Table(box=None, header_style="bold")
-    for col in ("id", "kind", "route", "params", "MFLOPs", *metrics, "pareto"):
-        table.add_column(col, justify="right" if col not in ("kind", "route") else "left")
-    for c in shown:
-        table.add_row(str(c.id), c.kind, c.describe(), human_count(c.stats.get("params")),
-                      f"{c.stats.get('flops', 0) / 1e6:.2f}", *(f"{c.stats.get(m, float('nan')):.4f}" for m in metrics),
-                      "*" if c.stats.get("pareto") else "")
-    out.print(table)
+    columns = [Column(col, fixed=col != "route", justify="right" if col not in ("kind", "route") else "left",
+                      min_width=16) for col in ("id", "kind", "route", "params", "MFLOPs", *metrics, "pareto")]
+    print_table(columns, [(str(c.id), c.kind, c.describe(), human_count(c.stats.get("params")),
+                           f"{c.stats.get('flops', 0) / 1e6:.2f}",
+                           *(f"{c.stats.get(m, float('nan')):.4f}" for m in metrics),
+                           "*" if c.stats.get("pareto") else "") for c in shown])
     if plot is not None:
         out.print(f"plot written to {plot}")
 
@@ -105,18 +106,21 @@ def stitch_ls(
 @stitch_app.command("export")
 def stitch_export(
     ref: str = typer.Argument(..., help="The stitched network."),
-    config_id: Optional[int] = typer.Option(None, "--config", help="Configuration id (see `zoo stitch ls`)."),
-    budget_flops: Optional[float] = typer.Option(None, "--budget-flops", help="Instead: the best (validation) configuration within this many FLOPs per example, e.g. 5e6."),
+    config_id: Optional[int] = typer.Option(None, "--config", help="Configuration id (see `zoo stitch ls`) [default: none: give it or --budget-flops]."),
+    budget_flops: Optional[float] = typer.Option(None, "--budget-flops", help="Instead: the best (validation) configuration within this many FLOPs per example, e.g. 5e6 [default: none]."),
     out_name: Optional[str] = out_option("Catalog name [default: NETWORK-cID]."),
     tag: List[str] = tag_option(),
 ) -> None:
-    """Export one configuration as a standalone checkpoint (anchors export as plain models)."""
+    """Export one configuration as a standalone checkpoint (anchors export as plain models).
+
+    Example: zoo stitch export snnet --budget-flops 5e6 --out snnet-small"""
     result = _frontend().export(catalog(), ref, config_id, budget_flops, out_name, tags=tag)
     _done("exported", result)
 
 
 learngene_app = typer.Typer(help="Learngenes: small reusable parts of a large model that build models of many sizes "
-                                 "(Learngene Pool, SWS).", no_args_is_help=True)
+                                 "(Learngene Pool, SWS).\n\nExample: zoo learngene sws --teacher vit-b --task digits "
+                                 "--out gene", no_args_is_help=True)
 
 
 @learngene_app.command("pool")
@@ -124,7 +128,7 @@ def learngene_pool(
     teacher: str = typer.Option(..., "--teacher", help="The large pretrained model to distil."),
     task: str = typer.Option(..., "--task", help="Task to distil and fine-tune on."),
     aux_hidden: List[int] = typer.Option([], "--aux-hidden", help="Hidden size of an auxiliary model (repeat) [default: teacher/4, teacher/2]."),
-    aux_depth: List[int] = typer.Option([], "--aux-depth", help="Blocks of a group of auxiliary models (repeat; each group is stitched within itself) (default: 1/2 and 3/4 of the teacher's)."),
+    aux_depth: List[int] = typer.Option([], "--aux-depth", help="Blocks of a group of auxiliary models (repeat; each group is stitched within itself) [default: 1/2 and 3/4 of the teacher's]."),
     positions: str = typer.Option("front_end", "--positions", help="Self-attention distillation positions: front_end or end."),
     distill_steps: int = typer.Option(300, "--distill-steps", help="Distillation steps."),
     steps: int = typer.Option(200, "--steps", help="Pool fine-tuning steps (one stitched path per step)."),
@@ -132,10 +136,12 @@ def learngene_pool(
     lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
     batch_size: int = typer.Option(64, "--batch-size", help="Examples per step."),
     seed: int = seed_option("Seed."),
-    out_name: Optional[str] = out_option("Catalog name of the pool."),
+    out_name: Optional[str] = out_option("Catalog name of the pool.", default="learngene-pool-HASH"),
 ) -> None:
     """Distil a teacher into small auxiliary models, stitch their blocks into
-    variable-sized models (a stitched network: see `zoo stitch ls/export`), fine-tune."""
+    variable-sized models (a stitched network: see `zoo stitch ls/export`), fine-tune.
+
+    Example: zoo learngene pool --teacher vit-b --task digits --aux-hidden 32 --aux-hidden 64 --out pool"""
     from zoo.catalog import Parent
     from zoo.runner import run_operator
 
@@ -159,10 +165,12 @@ def learngene_sws(
     lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
     alpha: float = typer.Option(0.5, "--alpha", help="Weight of the soft KL to the teacher."),
     seed: int = seed_option("Seed."),
-    out_name: Optional[str] = out_option("Catalog name of the learngene."),
+    out_name: Optional[str] = out_option("Catalog name of the learngene.", default="learngene-sws-HASH"),
 ) -> None:
     """Distil a teacher into an SWS learngene: stages whose layers share weights, kept as
-    one layer per stage (expand it with `zoo learngene expand`)."""
+    one layer per stage (expand it with `zoo learngene expand`).
+
+    Example: zoo learngene sws --teacher vit-b --task digits --stages 3 --out gene"""
     with item_progress("distilling") as advance:
         result = _frontend().sws(catalog(), teacher, task, out_name, progress=advance, stages=stages, stage_length=stage_length,
                          hidden_size=hidden_size, steps=steps, lr=lr, alpha=alpha, seed=seed)
@@ -173,9 +181,11 @@ def learngene_sws(
 def learngene_expand(
     gene: str = typer.Argument(..., help="An SWS learngene."),
     depths: str = typer.Option(..., "--depths", help="Layers per stage, comma-separated, e.g. 2,2,2 (the training lengths reproduce the auxiliary model)."),
-    out_name: Optional[str] = out_option("Catalog name of the new model."),
+    out_name: Optional[str] = out_option("Catalog name of the new model.", default="learngene-expand-HASH"),
 ) -> None:
-    """Initialise a ViT of any depth from a learngene by repeating each stage's layer."""
+    """Initialise a ViT of any depth from a learngene by repeating each stage's layer.
+
+    Example: zoo learngene expand gene --depths 2,3,2 --out vit-7"""
     from zoo.errors import ZooError
 
     try:

@@ -45,7 +45,16 @@ def json_option(help: str = "Print the result as JSON.") -> Any:
     return typer.Option(False, "--json", help=help)
 
 
-def out_option(help: str = "Catalog name of the result.") -> Any:
+HASH_RULE = "HASH: the first 8 hex digits of the run's cache key, so the same run gets the same name"
+
+
+def out_option(help: str = "Catalog name of the result.", default: str = "OPERATOR-HASH") -> Any:
+    """`--out NAME`. Without it the runner names the output after the operator (dots as
+    dashes) and the run's cache key, e.g. merge-ties-3f2a9c1b: `default` says so in the
+    help, with the rule for HASH, unless `help` already states its own `[default: ...]`."""
+    if "[default:" not in help:
+        rule = f"; {HASH_RULE}" if "HASH" in default else ""
+        help = f"{help.rstrip().rstrip('.')} [default: {default}{rule}]."
     return typer.Option(None, "--out", "-o", help=help, callback=_checked_name)
 
 

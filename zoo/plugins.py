@@ -56,8 +56,8 @@ def plugins() -> tuple[Plugin, ...]:
 
 
 def broken() -> list[str]:
-    """Why each installed plugin that failed to load (or to install its commands) did."""
-    plugins()
+    """Why each installed plugin that failed to load (or to install its commands) did, among
+    those loaded so far: a command of the core that needs no plugin does not load them."""
     return list(_broken)
 
 

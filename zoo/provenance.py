@@ -1,5 +1,6 @@
 """The provenance graph of a model (networkx): its ancestors and descendants, the recipe
-of runs that produced it, and pictures of the family tree (terminal tree, DOT, PNG).
+of runs that produced it, and pictures of the family tree (terminal tree, DOT; the PNG is
+drawn by `zoo.lineage_picture`).
 The lineage itself comes from the read model, `zoo.catalog.views.lineage`."""
 from __future__ import annotations
 
@@ -93,12 +94,9 @@ def recipe_yaml(catalog: Catalog, ref: str | int | ModelEntry) -> str:
 
 
 def _edge_label(data: dict) -> str:
-    parts = [data["role"]]
-    if data.get("weight") is not None:
-        parts.append(f"w={data['weight']:g}")
-    if data.get("operator"):
-        parts.append(data["operator"])
-    return " ".join(parts)
+    from .lineage_dot import edge_label
+
+    return edge_label(data["role"], data.get("weight"), data.get("operator"))
 
 
 def render_tree(g: nx.DiGraph, focus: int):
@@ -129,61 +127,19 @@ def _grow(g: nx.DiGraph, node: int, branch, parents: bool, seen: set) -> None:
 
 
 def to_dot(g: nx.DiGraph) -> str:
-    """Graphviz DOT text, parents above children."""
-    def q(s: str) -> str:
-        return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """Graphviz DOT text, parents above children (`zoo.lineage_dot` writes it; `zoo lineage
+    --format dot` writes it from the read model's `Lineage` directly, without networkx)."""
+    from .lineage_dot import dot_text
 
-    lines = ["digraph lineage {", "  rankdir=TB;", "  node [shape=box, style=rounded];"]
-    for n, d in g.nodes(data=True):
-        extra = ", style=\"rounded,bold\"" if d.get("focus") else ""
-        fam = f"\\n{d['family']}" if d.get("family") else ""
-        lines.append(f"  m{n} [label={q(d['ref'])[:-1]}{fam}\"{extra}];")
-    for u, v, d in g.edges(data=True):
-        lines.append(f"  m{u} -> m{v} [label={q(_edge_label(d))}];")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return dot_text(((n, d["ref"], d.get("family"), bool(d.get("focus"))) for n, d in g.nodes(data=True)),
+                    ((u, v, _edge_label(d)) for u, v, d in g.edges(data=True)))
 
 
-def to_png(g: nx.DiGraph, path: str | Path) -> Path:
-    """Draw the family tree with matplotlib: generations as rows, parents on top."""
-    import matplotlib
+def to_png(g: nx.DiGraph, path: str | Path, engine: str = "auto") -> Path:
+    """Draw the family tree into the PNG file `path` (`zoo.lineage_picture`): parents above
+    children, each run once as a box above what it made, each input's role and weight as a
+    tag on its edge; Graphviz's `dot` lays it out when it is on PATH (`engine="auto"`),
+    else our own layered layout (`engine="builtin"`)."""
+    from .lineage_picture import write_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    depth: dict[int, int] = {}
-    for n in nx.topological_sort(g):
-        depth[n] = max((depth[p] + 1 for p in g.predecessors(n)), default=0)
-    rows: dict[int, list[int]] = {}
-    for n, d in depth.items():
-        rows.setdefault(d, []).append(n)
-    pos = {}
-    for d in sorted(rows):  # children sit under their parents' mean position (fewer crossings)
-        nodes = sorted(rows[d], key=lambda n: (sum(pos[p][0] for p in g.predecessors(n)) / max(1, g.in_degree(n)), n))
-        for i, n in enumerate(nodes):
-            pos[n] = ((i + 1) / (len(nodes) + 1), -d)
-    # wide enough that the widest generation's boxes do not overlap (~0.1 in per character)
-    width = max(6.0, max(sum(0.1 * len(g.nodes[n]["ref"]) + 0.5 for n in v) for v in rows.values()))
-    fig, ax = plt.subplots(figsize=(width, 1.6 * (len(rows) + 1)))
-    for u, v, data in g.edges(data=True):
-        (x0, y0), (x1, y1) = pos[u], pos[v]
-        ax.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18),
-                    arrowprops=dict(arrowstyle="->", color="#555"))
-        # siblings' labels part nearer the child; co-parents' labels nearer each parent
-        span = max(1.0, y0 - y1)  # rows crossed: a long edge's label goes near its child
-        frac = (1 - 0.35 / span if span > 1 else 0.35) if g.in_degree(v) > 1 else 0.62
-        lx, ly = x0 + frac * (x1 - x0), y0 + frac * (y1 - y0)
-        ax.text(lx, ly, _edge_label(data).replace(" ", "\n", 1), fontsize=7, color="#333",
-                ha="center", va="center", bbox=dict(fc="white", ec="none", alpha=0.8))
-    for n, (x, y) in pos.items():
-        d = g.nodes[n]
-        ax.text(x, y, d["ref"] + (f"\n{d['family']}" if d.get("family") else ""), ha="center", va="center",
-                fontsize=9, fontweight="bold" if d.get("focus") else "normal",
-                bbox=dict(boxstyle="round", fc="#dbe9f6" if d.get("focus") else "#f2f2f2", ec="#336"))
-    ax.set_xlim(0, 1)
-    ax.set_ylim(-max(rows) - 0.6, 0.6)
-    ax.axis("off")
-    path = Path(path)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return write_png(g, path, engine)  # type: ignore[arg-type]

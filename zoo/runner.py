@@ -22,7 +22,7 @@ from .checkpoint import Checkpoint
 from .errors import NotFoundError, ZooError
 from .launch import barrier, launched_processes, on_main_process
 from .registry import Operator, OperatorParams, get_operator
-from .writer import CheckpointWriter, TensorSpec, WrittenCheckpoint, specs_from_tensors
+from .writer import CheckpointWriter, TensorSpec, WrittenCheckpoint, all_finite, specs_from_tensors
 
 
 @dataclass
@@ -77,7 +77,7 @@ class _FiniteWriter(CheckpointWriter):
         dtype = getattr(torch, self._spec(name).dtype)
         if dtype.is_floating_point and flat.is_floating_point():
             flat = flat.detach().to(dtype=dtype)
-            if not bool(torch.isfinite(flat).all()):
+            if not all_finite(flat):
                 self.call.non_finite(name)
         super().write_slice(name, start, flat)
 
@@ -228,6 +228,16 @@ def cache_key(op: Operator, params: OperatorParams, inputs: list[tuple[Parent, M
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
+def cached_entries(catalog: Catalog, key: str, out_name: str | None) -> list[ModelEntry] | None:
+    """The entries a call with this cache key reuses instead of running: those of the newest
+    recorded run with the key whose outputs still exist, provided its first output has the
+    name asked for (any name when none is). `zoo build --dry-run` asks the same question."""
+    hit = catalog.find_run(key)
+    if hit is not None and (out_name is None or hit[1][0].name == out_name):
+        return hit[1]
+    return None
+
+
 def run_operator(
     catalog: Catalog,
     name: str,
@@ -295,9 +305,9 @@ def _run(catalog: Catalog, op: Operator, p: OperatorParams, resolved: list[tuple
     if launched_processes() > 1:
         barrier()  # every process decides on the same catalog state: all reuse, or all run
     if reuse:
-        hit = catalog.find_run(key)
-        if hit is not None and (out_name is None or hit[1][0].name == out_name):
-            return RunResult(hit[1], reused=True, seconds=0.0)
+        hit = cached_entries(catalog, key, out_name)
+        if hit is not None:
+            return RunResult(hit, reused=True, seconds=0.0)
     out_name = out_name or f"{op.name.replace('.', '-')}-{key[:8]}"
     for _, entry in resolved:  # the digests recorded must be those of the bytes the operator reads
         catalog.check_unchanged(entry)

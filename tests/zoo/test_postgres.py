@@ -71,6 +71,28 @@ def test_catalog_operations_on_postgres(pg_url, tmp_path, llama_dir):
     assert all(v.ok for v in cat.verify(ft.ref))
 
 
+def test_the_read_model_runs_its_sql_on_postgres(pg_url, tmp_path):
+    """`zoo ls` pages, `zoo show` and `zoo lineage` read any database with the reader's plain
+    SQL through SQLAlchemy: the same answers as the ORM (and networkx for the DOT text)."""
+    import json
+
+    from tests.helpers.catalogs import lineage_zoo
+    from tests.zoo.test_fast_reads import networkx_dot, orm_lineage
+    from zoo.catalog import views
+    from zoo.lineage_dot import lineage_dot
+
+    cat = lineage_zoo(tmp_path, pg_url)
+    for ref in ("base", "ft-a", "soup@1", "soup", "soup-child", "lonely"):
+        info = views.show(pg_url, ref)
+        assert {k: v for k, v in info.items() if k not in ("widths", "config_summary")} == cat.show(ref)
+        fast, orm = views.lineage(pg_url, ref), orm_lineage(cat, ref)
+        assert (fast.focus, list(fast.nodes.items()), fast.edges) == (orm.focus, list(orm.nodes.items()), orm.edges)
+        assert lineage_dot(fast) == networkx_dot(orm)
+    everything = cat.ls()
+    assert views.ls(pg_url, limit=2, offset=1) == everything[1:3] and views.ls(pg_url, offset=3) == everything[3:]
+    assert json.loads(views.ls_json(pg_url, tag="a", limit=1)) == [r for r in everything if "a" in r["tags"]][:1]
+
+
 @pytest.mark.slow
 def test_concurrent_writers_from_several_processes(pg_url, tmp_path, llama_dir):
     script = textwrap.dedent(f"""

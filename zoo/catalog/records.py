@@ -1,6 +1,7 @@
 """Plain, JSON-ready views of catalog rows: the stable `--json` schema.
 
-Light on purpose (no SQLAlchemy at import): the plain-SQL reader builds listing rows here too.
+Light on purpose (no SQLAlchemy at import): the plain-SQL reader builds its rows here too,
+from its named tuples (`reader.Entry` ...), which carry the ORM rows' attribute names.
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 Listing rows, one model's details, its lineage and the per-tensor diff of two models are
 computed here once; front ends only format them. Importing this module is light (no
-SQLAlchemy, torch or networkx): `zoo ls` on an existing SQLite catalog reads it with the
-standard library, and the heavy parts load only when a function needs them.
+SQLAlchemy, torch or networkx), and on an existing SQLite catalog `ls`, `show` and
+`lineage` read it with the standard library alone (`reader.py`, plain SQL); any other
+database is read with the same SQL through SQLAlchemy.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import ZooError
-from .reader import ls_json as _stored_ls_json
-from .reader import ls_rows, missing_sqlite, open_sqlite_readonly
+from . import reader
+from .location import resolve_url, sqlite_path
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
@@ -28,35 +29,20 @@ Ref = Union[str, int, "ModelEntry"]
 __all__ = ["Edge", "Lineage", "Node", "Source", "diff", "diff_cells", "lineage", "ls", "ls_json", "show"]
 
 
-# ----- listing -----------------------------------------------------------------------------
+# ----- reading a source ----------------------------------------------------------------------
 
-def ls(source: Source, family: str | None = None, tag: str | None = None, name: str | None = None) -> list[dict]:
-    """Models as `zoo ls --json` items, ordered by name and version. An existing SQLite
-    catalog is read with the standard library alone; anything else through `Catalog`."""
-    fast = _sqlite_reader(source)
-    if fast is not None:
-        return ls_rows(fast, family, tag, name)
-    if _is_target(source) and missing_sqlite(None if source is None else str(source)):
-        return []  # no catalog yet: nothing to list, and nothing is created
-    return _catalog(source).ls(family=family, tag=tag, name=name)
+def _sqlite_reader(source: Source) -> reader.Execute | None:
+    return reader.open_sqlite_readonly(_target(source))
 
 
-def ls_json(source: Source, family: str | None = None, tag: str | None = None, name: str | None = None) -> bytes:
-    """The `zoo ls --json` output (without the final newline): straight from the stored
-    per-row listings when every row has one, else the rows of `ls` serialised."""
-    fast = _sqlite_reader(source)
-    if fast is not None:
-        stored = _stored_ls_json(fast, family, tag, name)
-        if stored is not None:
-            return stored
-    import orjson
-
-    return orjson.dumps(ls(source, family, tag, name), default=str, option=orjson.OPT_NON_STR_KEYS)
-
-
-def _sqlite_reader(source: Source):
+def _target(source: Source) -> str | None:
     target = source if _is_target(source) else source.url
-    return open_sqlite_readonly(None if target is None else str(target))
+    return None if target is None else str(target)
+
+
+def _is_target(source: Any) -> bool:
+    """Where a catalog is, rather than an open `Catalog` (told apart without importing it)."""
+    return source is None or isinstance(source, (str, os.PathLike))
 
 
 def _catalog(source: Source) -> Catalog:
@@ -67,22 +53,69 @@ def _catalog(source: Source) -> Catalog:
     return Catalog(source, create=False)
 
 
-def _is_target(source: Any) -> bool:
-    """Where a catalog is, rather than an open `Catalog` (told apart without importing it)."""
-    return source is None or isinstance(source, (str, os.PathLike))
+def _open(source: Source) -> tuple[reader.Execute, str]:
+    """How to read `source`, and its name for messages: the standard library on an existing
+    SQLite catalog; otherwise `Catalog` (which refuses a missing one for a command that only
+    reads, and upgrades an old one) and the same SQL through SQLAlchemy."""
+    fast = _sqlite_reader(source)
+    if fast is not None:
+        return fast, str(sqlite_path(resolve_url(_target(source))))
+    cat = _catalog(source)
+    return reader.engine_executor(cat.engine), cat.where
+
+
+def _resolve(execute: reader.Execute, ref: Ref, where: str) -> reader.Entry:
+    return reader.resolve(execute, ref if isinstance(ref, (str, int)) else ref.id, where)
+
+
+# ----- listing -----------------------------------------------------------------------------
+
+def ls(source: Source, family: str | None = None, tag: str | None = None, name: str | None = None, *,
+       limit: int | None = None, offset: int = 0) -> list[dict]:
+    """Models as `zoo ls --json` items, ordered by name and version (`limit` of them after
+    skipping `offset`: a page). An existing SQLite catalog is read with the standard library
+    alone; anything else through `Catalog`."""
+    reader.check_page(limit, offset)
+    fast = _sqlite_reader(source)
+    if fast is not None:
+        return reader.ls_rows(fast, family, tag, name, limit, offset)
+    if missing_sqlite(source):
+        return []  # no catalog yet: nothing to list, and nothing is created
+    return reader.ls_rows(reader.engine_executor(_catalog(source).engine), family, tag, name, limit, offset)
+
+
+def ls_json(source: Source, family: str | None = None, tag: str | None = None, name: str | None = None, *,
+            limit: int | None = None, offset: int = 0) -> bytes:
+    """The `zoo ls --json` output (without the final newline): straight from the stored
+    per-row listings when every row has one, else the rows of `ls` serialised."""
+    reader.check_page(limit, offset)
+    fast = _sqlite_reader(source)
+    if fast is not None:
+        stored = reader.ls_json(fast, family, tag, name, limit, offset)
+        if stored is not None:
+            return stored
+    import orjson
+
+    return orjson.dumps(ls(source, family, tag, name, limit=limit, offset=offset), default=str,
+                        option=orjson.OPT_NON_STR_KEYS)
+
+
+def missing_sqlite(source: Source) -> bool:
+    """Whether `source` names a SQLite catalog file that does not exist (yet)."""
+    return _is_target(source) and reader.missing_sqlite(_target(source))
 
 
 # ----- one model ---------------------------------------------------------------------------
 
-def show(catalog: Catalog, ref: Ref, *, detailed: bool = False) -> dict:
-    """Everything about one model (the `zoo show --json` object): `Catalog.show` plus the
-    family's `widths` and the config's size fields, `config_summary` (with `detailed`, the
-    TUI's longer list)."""
+def show(source: Source, ref: Ref, *, detailed: bool = False) -> dict:
+    """Everything about one model (the `zoo show --json` object): what `Catalog.show` gives
+    (read here with plain SQL), plus the family's `widths` and the config's size fields,
+    `config_summary` (with `detailed`, the TUI's longer list)."""
+    from ..checkpoint import adapter_summary
     from ..families import config_summary, widths_summary
 
-    from ..checkpoint import adapter_summary
-
-    info = catalog.show(ref)
+    execute, where = _open(source)
+    info = reader.show_row(execute, _resolve(execute, ref, where))
     adapter = adapter_summary(info["config"])
     if adapter is not None:  # a PEFT adapter: its settings, and its base as a catalog entry when one is
         base = next((p["parent"] for p in info["parents"] if p["role"] == "base"), None)
@@ -146,20 +179,39 @@ class Lineage:
         return len(self.nodes)
 
 
-def lineage(catalog: Catalog, ref: Ref, up: bool = True, down: bool = True) -> Lineage:
+def lineage(source: Source, ref: Ref, up: bool = True, down: bool = True) -> Lineage:
     """The ancestors (`up`) and descendants (`down`) of a model, with each edge's role,
-    weight and producing run (operator, params)."""
-    entry = catalog.get(ref)
-    members = {entry.id: entry}
-    if up:
-        members.update({m.id: m for m in catalog.ancestors(entry)})
-    if down:
-        members.update({m.id: m for m in catalog.descendants(entry)})
-    nodes = {i: Node(i, m.ref, m.family, m.num_params) for i, m in members.items()}
-    edges = [Edge(e.parent_id, e.child_id, e.role, e.weight, e.run_id, run.operator if run else None,
-                  (run.params or None) if run else None)
-             for e, run in catalog.edges_among(members)]
-    return Lineage(entry.id, nodes, edges)
+    weight and producing run (operator, params): one recursive query after the reference
+    is resolved, however deep the ancestry."""
+    execute, where = _open(source)
+    entry = _resolve(execute, ref, where)
+    rows = reader.lineage_edges(execute, entry.id, up=up, down=down)
+    edges = [Edge(*row[:6], row[6] or None) for row in rows]
+    known = {entry.id: Node(entry.id, entry.ref, entry.family, entry.num_params)}
+    for parent, child, *_, p_name, p_version, p_family, p_params, c_name, c_version, c_family, c_params in rows:
+        known.setdefault(parent, Node(parent, f"{p_name}@{p_version}", p_family, p_params))
+        known.setdefault(child, Node(child, f"{c_name}@{c_version}", c_family, c_params))
+    lin = Lineage(entry.id, known, edges)
+    above = _reach(lin, up=True) if up else set()
+    below = _reach(lin, up=False) - above if down else set()
+    order = [entry.id, *sorted(above - {entry.id}), *sorted(below - {entry.id})]  # focus, ancestors, descendants
+    lin.nodes = {i: known[i] for i in order}
+    return lin
+
+
+def _reach(lin: Lineage, up: bool) -> set[int]:
+    """The models reachable from the focus along the lineage's edges, towards its parents
+    (`up`) or its children: its ancestors or descendants, as the recursive query found them."""
+    step = lin.parents if up else lin.children
+    seen: set[int] = set()
+    todo = [lin.focus]
+    while todo:
+        for e in step(todo.pop()):
+            nxt = e.parent if up else e.child
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
 
 
 # ----- diff --------------------------------------------------------------------------------

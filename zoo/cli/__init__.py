@@ -9,11 +9,13 @@ Every error a user can cause prints one line (`error: ...`) and exits non-zero;
 """
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
 import threading
-from typing import Optional
+from functools import lru_cache
+from typing import Any, Optional
 
 import typer
 import typer.main
@@ -21,17 +23,37 @@ import typer.main
 from ..command_kit import choose_catalog
 from ..errors import ZooError
 from ..plugins import broken, install_commands
-from . import build, catalog, hub, maintenance, models, reproduce
+from .plain_values import plain_values_first
 from .usage import ABORTS, EXITS, NO_ARGS_HELP, USAGE_ERRORS, non_utf8_argument, usage_line
 
-app = typer.Typer(
-    name="zoo",
-    help="weightzoo: a catalog of model checkpoints with provenance, and operators that build new models from them.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+# The core's command groups (modules of this package), in the order `zoo --help` lists them,
+# with the commands each one defines. A command of the core loads its own group alone:
+# `zoo ls` imports no other command module and no plugin (tests/zoo/test_fast_reads.py keeps
+# this table true; a command missing here still works, with everything loaded).
+CORE_GROUPS: dict[str, tuple[str, ...]] = {
+    "catalog": ("init", "add", "ls", "show", "tensors", "diff", "lineage", "verify", "tag", "metric", "rm",
+                "export", "runs"),
+    "models": ("demo", "new", "train", "eval"),
+    "hub": ("push", "pull"),
+    "build": ("build",),
+    "reproduce": ("reproduce",),
+    "maintenance": ("gc",),
+}
+_GROUP_OF = {name: group for group, names in CORE_GROUPS.items() for name in names}
+_ROOT_VALUE_OPTIONS = ("--catalog", "-C")  # the root options below that take a value
+
+
+def _new_root() -> typer.Typer:
+    """A root app, before its commands are added."""
+    return typer.Typer(
+        name="zoo",
+        help="weightzoo: a catalog of model checkpoints with provenance, and operators that build new models from them."
+             "\n\nExample: zoo --catalog ./my-zoo.db ls --family llama",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
 
 
 def _version(value: bool) -> None:
@@ -42,7 +64,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     catalog_: Optional[str] = typer.Option(None, "--catalog", "-C", envvar="ZOO_CATALOG",
                                            help="Catalog database: a path or SQLAlchemy URL [default: ./catalog.db]."),
@@ -52,11 +73,52 @@ def _root(
     choose_catalog(catalog_)
 
 
-for _group in (catalog, models, hub, build, reproduce, maintenance):  # the core's commands, in the order `zoo --help` lists them
-    app.add_typer(_group.app)
+@lru_cache(maxsize=None)
+def app_for(group: str | None = None) -> typer.Typer:
+    """The root app with one core command group (`"catalog"` for `zoo ls`), or, for None,
+    with every command: the core's groups, then every plugin's (merge, expand, stitch,
+    learngene, generate, tui, ...)."""
+    root = _new_root()
+    root.callback()(_root)
+    for name in (group,) if group else CORE_GROUPS:
+        root.add_typer(importlib.import_module(f"{__name__}.{name}").app)
+    if group is None:
+        install_commands(root)
+    return root
 
 
-install_commands(app)  # every plugin's commands: merge, expand, stitch, learngene, generate, tui, ...
+def command_name(argv: list[str]) -> str | None:
+    """The command `argv` runs (its first word after the root options), or None."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _ROOT_VALUE_OPTIONS:
+            next(args, None)
+        elif arg == "--":
+            return None
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def command(argv: list[str] | None = None) -> Any:
+    """The `zoo` command tree as click runs it: every command, or, for `argv`, only what its
+    command needs (a core command: its own group; anything else, a typo or `zoo --help`:
+    every command). Its help is fixed for every command (`help.polish`), and values that
+    need no conversion skip pydantic (`plain_values`)."""
+    from .help import polish
+
+    name = command_name(argv) if argv is not None else None
+    group = _GROUP_OF.get(name) if name else None
+    tree = typer.main.get_command(app_for(group))
+    if group is not None and name not in getattr(tree, "commands", {}):
+        tree = typer.main.get_command(app_for(None))  # CORE_GROUPS is behind its modules: load everything
+    return plain_values_first(polish(tree))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the whole root app, built on first use (`zoo.cli.app`)
+        return app_for(None)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _wants_debug(argv: list[str]) -> bool:
@@ -94,11 +156,12 @@ def _catch_signals() -> dict[int, object]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn user errors into one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    for problem in broken():  # a broken plugin is a bug in that package: say so, run without it
-        typer.echo(f"warning: {problem}", err=True)
     previous = _catch_signals()
     try:
-        rc = app(args=argv, prog_name="zoo", standalone_mode=False)
+        tree = command(argv)
+        for problem in broken():  # where plugins were loaded, a broken one is a bug in that package: say so, run without it
+            typer.echo(f"warning: {problem}", err=True)
+        rc = tree(args=argv, prog_name="zoo", standalone_mode=False)
         return rc if isinstance(rc, int) else 0  # click returns Exit codes in this mode
     except Terminated as e:  # everything was cleaned up on the way here
         typer.echo(f"interrupted ({signal.Signals(e.signum).name}); nothing was half-written", err=True)
@@ -113,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except NO_ARGS_HELP as e:  # `zoo` alone: the help is already printed
         return e.exit_code
     except USAGE_ERRORS as e:  # option or command typos, bad values: one line, with "did you mean"
-        typer.echo(usage_line(e, argv, typer.main.get_command(app)), err=True)
+        typer.echo(usage_line(e, argv, tree), err=True)
         return e.exit_code
     except (ABORTS, KeyboardInterrupt) as e:
         typer.echo("interrupted; nothing was half-written", err=True)

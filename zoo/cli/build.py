@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ..command_kit import catalog, json_option
+from ..command_kit import catalog, json_option, no_cache_option
 from ..console import err, item_progress, out, print_json
 
 app = typer.Typer()
@@ -15,8 +15,10 @@ app = typer.Typer()
 @app.command()
 def build(
     pipeline_file: Path = typer.Argument(..., help="The pipeline YAML (steps: name -> {op, params, inputs, grid})."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check everything and print the plan; run nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check everything and print the plan: for each run, `reuse "
+                                 "REF` or `run (why)`; run nothing."),
     force: List[str] = typer.Option([], "--force", help="Run this step again even if cached (repeatable)."),
+    no_cache: bool = no_cache_option("Run every step again, even those with a recorded run."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Independent steps run in parallel."),
     report_dir: Optional[Path] = typer.Option(Path("pipeline-reports"), "--reports", help="Where select steps write their reports."),
     as_json: bool = json_option("Print the results as JSON."),
@@ -29,21 +31,27 @@ def build(
     front (against params or FLOPs) and writes a report, and `push` uploads the winners
     to the Hugging Face Hub (skipping bytes already pushed to that repo and branch).
 
+    `--dry-run` says, for each run, whether it would be reused (and which entry) or run, and
+    why: new step, new params, changed input, no cache, or an input made by an earlier step
+    that will run.
+
     Example: zoo build examples/digits_variants.yaml --dry-run, then without --dry-run."""
     from ..errors import ZooError
     from ..pipeline import Pipeline, plan, run_pipeline
+    from ..pipeline.plan import plan_lines
 
     cat = catalog()
     pipe = Pipeline.load(pipeline_file)
+    if no_cache:
+        force = list(pipe.steps)
     if dry_run:
-        steps = plan(cat, pipe)
+        steps = plan(cat, pipe, force=set(force), no_cache=no_cache)
         if as_json:
             print_json(steps)
         else:
             for s in steps:
-                runs = (f"{s['runs']} run(s) -> {', '.join(s['outputs'])}" if s["runs"]
-                        else f"(push to {s['repo']})" if s.get("repo") else "(in process)")
-                out.print(f"{s['step']}: {s['op']} <- {', '.join(s['inputs']) or '-'}  {runs}")
+                for line in plan_lines(s):
+                    out.print(line, markup=False, highlight=False)
         return
     with item_progress("building", total=len(pipe.steps)) as advance:
         def log(message: str) -> None:

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from ..command_kit import catalog, catalog_target, fmt_metric, json_option
+from ..command_kit import catalog, catalog_target, json_option
 from ..console import byte_progress, err, human_bytes, human_count, out, parse_assignments, print_json
 from ..errors import ZooError
 
@@ -41,6 +41,8 @@ def init() -> None:
 
     An existing database is used only if it is a weightzoo catalog; an empty file (0 bytes,
     or an SQLite database without tables) is made one, and `init` says so.
+
+    Example: zoo --catalog ./my-zoo.db init
     """
     from ..catalog import Catalog
     from ..catalog.guard import classify_sqlite
@@ -97,48 +99,53 @@ def add(
 
 @app.command("ls")
 def list_models(
-    family: Optional[str] = typer.Option(None, "--family", "-f", help="Only this family (e.g. llama, vit)."),
-    tag: Optional[str] = typer.Option(None, "--tag", "-t", help="Only models with this tag."),
-    name: Optional[str] = typer.Option(None, "--name", help="Name pattern, '*' as wildcard."),
+    family: Optional[str] = typer.Option(None, "--family", "-f", help="Only this family (e.g. llama, vit) [default: all families]."),
+    tag: Optional[str] = typer.Option(None, "--tag", "-t", help="Only models with this tag [default: any tags]."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name pattern, '*' as wildcard [default: every name]."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many models (a page) [default: all]."),
+    offset: int = typer.Option(0, "--offset", help="Skip this many models first (with --limit: the next page)."),
     as_json: bool = json_option("JSON array, one object per model (see README for the schema)."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Comma-separated columns to show, from "
+                                          "ref, id, name, version, family, architecture, params, dtype, size, tags, "
+                                          "metrics, location, created [default: ref to metrics, plus location when "
+                                          "piped or on a terminal 140+ columns wide]."),
 ) -> None:
-    """List catalogued models."""
+    """List catalogued models: a table fitted to the terminal (a cut cell ends with "…"), or,
+    piped, tab-separated lines under a header with every value whole.
+
+    Example: zoo ls --family llama --columns id,name,size"""
     from ..catalog import views
+    from .listing import chosen_columns, print_listing
 
+    shown = chosen_columns(columns)
+    if as_json and shown is not None:
+        raise ZooError("--columns chooses table columns; --json always prints every field (drop one of them)")
     if as_json:
-        sys.stdout.buffer.write(views.ls_json(catalog_target(), family, tag, name) + b"\n")
+        sys.stdout.buffer.write(views.ls_json(catalog_target(), family, tag, name, limit=limit, offset=offset) + b"\n")
         return
-    rows = views.ls(catalog_target(), family, tag, name)
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    wide = out.width >= 140  # the location only when there is room for it
-    columns = ("ref", "id", "family", "params", "dtype", "size", "tags", "metrics") + (("location",) if wide else ())
-    for col_name in columns:
-        fixed = col_name in ("ref", "id", "family", "params", "dtype", "size")
-        table.add_column(col_name, no_wrap=fixed, overflow="fold", min_width=12 if col_name == "metrics" else None)
-    for r in rows:
-        metrics = ", ".join(f"{k}={fmt_metric(v)}" for k, v in list(r["metrics"].items())[:2])
-        cells = [r["ref"], str(r["id"]), r["family"] or "-", human_count(r["params"]), r["dtype"] or "-",
-                 human_bytes(r["bytes"]), ",".join(r["tags"]), metrics]
-        table.add_row(*cells, *([r["location"]] if wide else []))
-    out.print(table if rows else "[dim]no models (add one with `zoo add PATH`, or try `zoo demo`)[/dim]")
+    rows = views.ls(catalog_target(), family, tag, name, limit=limit, offset=offset)
+    if not rows:
+        out.print("[dim]no models (add one with `zoo add PATH`, or try `zoo demo`)[/dim]")
+        return
+    print_listing(rows, shown)
 
 
 @app.command()
 def show(ref: str = typer.Argument(..., help="name, name@VERSION or id."),
          as_json: bool = json_option("Everything as one JSON object.")) -> None:
-    """Show one model: metadata, files and digests, family shape, lineage, run."""
+    """Show one model: metadata, files and digests, family shape, lineage, run.
+
+    Example: zoo show llama-base@1"""
     from ..catalog import views
 
-    info = views.show(catalog(create=False), ref)
+    info = views.show(catalog_target(), ref)  # plain SQL on a SQLite catalog; a missing one is refused
     summary = info.pop("config_summary")  # `--json` keeps its documented keys
     if as_json:
         print_json(info)
         return
-    from rich.table import Table
+    from ..tables import Column, print_table
 
-    t = Table.grid(padding=(0, 2))
+    t: list[tuple[str, str]] = []
     for key in ("ref", "id", "family", "architecture", "params", "dtype", "bytes", "location", "digest", "tags", "metrics", "created"):
         val = info[key]
         if key == "params":
@@ -147,30 +154,26 @@ def show(ref: str = typer.Argument(..., help="name, name@VERSION or id."),
             val = human_bytes(val)
         elif isinstance(val, (list, dict)):
             val = json.dumps(val) if val else "-"
-        t.add_row(f"[bold]{key}[/bold]", str(val if val is not None else "-"))
+        t.append((key, str(val if val is not None else "-")))
     if info.get("adapter"):
-        t.add_row("[bold]adapter[/bold]", adapter_line(info["adapter"]))
+        t.append(("adapter", adapter_line(info["adapter"])))
     if summary:
-        t.add_row("[bold]config[/bold]", ", ".join(f"{k}={v}" for k, v in summary.items()))
+        t.append(("config", ", ".join(f"{k}={v}" for k, v in summary.items())))
     if info.get("widths"):
         w = info["widths"]
-        t.add_row("[bold]shape[/bold]", f"{w['layers']} layers, hidden {w['hidden']}, {w['heads']} heads "
-                  f"({w['kv_heads']} kv) x {w['head_dim']}, mlp {w['intermediate']}, norm {w['norm']}")
+        t.append(("shape", f"{w['layers']} layers, hidden {w['hidden']}, {w['heads']} heads "
+                  f"({w['kv_heads']} kv) x {w['head_dim']}, mlp {w['intermediate']}, norm {w['norm']}"))
     for p in info["parents"]:
         weight = "" if p["weight"] is None else f", w={p['weight']:g}"
-        t.add_row("[bold]parent[/bold]", f"{p['parent']} ({p['role']}{weight})")
+        t.append(("parent", f"{p['parent']} ({p['role']}{weight})"))
     for c in info["children"]:
-        t.add_row("[bold]child[/bold]", f"{c['child']} ({c['role']})")
+        t.append(("child", f"{c['child']} ({c['role']})"))
     if info["run"]:
         r = info["run"]
-        t.add_row("[bold]made by[/bold]", f"run {r['id']}: {r['operator']} {json.dumps(r['params'])}")
-    out.print(t)
-    files = Table(box=None, header_style="bold")
-    for c in ("file", "size", "sha256"):
-        files.add_column(c)
-    for f in info["files"]:
-        files.add_row(f["path"], human_bytes(f["size"]), f["sha256"])
-    out.print(files)
+        t.append(("made by", f"run {r['id']}: {r['operator']} {json.dumps(r['params'])}"))
+    print_table([Column("field", fixed=True, style="bold"), Column("value", wrap=True)], t, header=False)
+    print_table([Column("file", min_width=20), Column("size", fixed=True, justify="right"), Column("sha256")],
+                [(f["path"], human_bytes(f["size"]), f["sha256"]) for f in info["files"]])
 
 
 def adapter_line(a: dict) -> str:
@@ -189,9 +192,11 @@ def adapter_line(a: dict) -> str:
 
 @app.command()
 def tensors(ref: str = typer.Argument(..., help="Catalog reference, or a path to a checkpoint."),
-            match: Optional[str] = typer.Option(None, "--match", "-m", help="Only names containing this text."),
+            match: Optional[str] = typer.Option(None, "--match", "-m", help="Only names containing this text [default: every tensor]."),
             as_json: bool = json_option("JSON array of {name, shape, dtype, params, file}.")) -> None:
-    """List a model's tensors (names, shapes, dtypes) from headers, without loading weights."""
+    """List a model's tensors (names, shapes, dtypes) from headers, without loading weights.
+
+    Example: zoo tensors llama-base --match self_attn"""
     ckpt = _open_ref_or_path(ref)
     problem = ckpt.config_problem()
     if problem:  # the tensors are still readable: list them, and say what is broken
@@ -201,15 +206,16 @@ def tensors(ref: str = typer.Argument(..., help="Catalog reference, or a path to
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
+    from ..tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for c in ("name", "shape", "dtype", "params"):
-        table.add_column(c, justify="right" if c == "params" else "left")
-    for r in rows:
-        table.add_row(r["name"], "x".join(map(str, r["shape"])) or "scalar", r["dtype"], f"{r['params']:,}")
-    out.print(table)
-    out.print(f"[dim]{len(rows)} tensors, {sum(r['params'] for r in rows):,} parameters[/dim]")
+    print_table([Column("name", min_width=24), Column("shape", fixed=True), Column("dtype", fixed=True),
+                 Column("params", fixed=True, justify="right")],
+                [(r["name"], "x".join(map(str, r["shape"])) or "scalar", r["dtype"], f"{r['params']:,}") for r in rows])
+    summary = f"{len(rows)} tensors, {sum(r['params'] for r in rows):,} parameters"
+    if out.is_terminal:
+        out.print(f"[dim]{summary}[/dim]")
+    else:  # piped: stdout holds the rows alone
+        err.print(summary, highlight=False)
 
 
 def _open_ref_or_path(ref: str):
@@ -229,7 +235,9 @@ def diff(a: str = typer.Argument(..., help="First model (reference or path)."),
          b: str = typer.Argument(..., help="Second model (reference or path)."),
          top: int = typer.Option(0, "--top", help="Only the N most changed tensors (0 = all)."),
          as_json: bool = json_option("JSON array of per-tensor results.")) -> None:
-    """Per-tensor relative change ||B-A|| / ||A|| of two models with the same tensor names."""
+    """Per-tensor relative change ||B-A|| / ||A|| of two models with the same tensor names.
+
+    Example: zoo diff llama-base my-finetune --top 10"""
     from ..catalog import views
     from ..console import item_progress
 
@@ -239,24 +247,33 @@ def diff(a: str = typer.Argument(..., help="First model (reference or path)."),
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
+    from ..tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for c in ("tensor", "rel change", "max |Δ|", "note"):
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*views.diff_cells(r))
-    out.print(table)
+    print_table([Column("tensor", min_width=24), Column("rel change", fixed=True, justify="right"),
+                 Column("max |Δ|", fixed=True, justify="right"), Column("note")], [views.diff_cells(r) for r in rows])
 
 
 @app.command()
 def lineage(ref: str = typer.Argument(..., help="Catalog reference."),
             fmt: str = typer.Option("tree", "--format", help="tree (terminal), dot (Graphviz text) or png."),
-            output: Optional[Path] = typer.Option(None, "--output", "-o", help="File for dot, png or --recipe (png default: NAME-vN-lineage.png)."),
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="File for dot, png or --recipe [default: dot and --recipe print to stdout; png: zoo-lineage-NAME-vN.png in the system's temporary folder, the path printed]."),
             show_recipe: bool = typer.Option(False, "--recipe", help="Print the recipe instead: a `zoo build` pipeline "
                                              "(YAML) that re-runs every run of the model's ancestry.")) -> None:
-    """Show a model's family tree: what it was made from and what was made from it."""
-    from ..provenance import lineage_graph, recipe_yaml, render_tree, to_dot, to_png
+    """Show a model's family tree: what it was made from and what was made from it.
+
+    Example: zoo lineage my-merge --format png -o my-merge.png"""
+    if fmt == "dot" and not show_recipe:  # the read model written as text: plain SQL, no ORM, no networkx
+        from ..catalog import views
+        from ..lineage_dot import lineage_dot
+
+        text = lineage_dot(views.lineage(catalog_target(), ref))
+        if output:
+            output.write_text(text)
+            err.print(f"wrote {output}", markup=False, highlight=False)
+        else:
+            sys.stdout.write(text)
+        return
+    from ..provenance import lineage_graph, recipe_yaml, render_tree, to_png
 
     cat = catalog(create=False)
     entry = cat.get(ref)
@@ -271,16 +288,11 @@ def lineage(ref: str = typer.Argument(..., help="Catalog reference."),
     g = lineage_graph(cat, entry)
     if fmt == "tree":
         out.print(render_tree(g, entry.id))
-    elif fmt == "dot":
-        text = to_dot(g)
-        if output:
-            output.write_text(text)
-            err.print(f"wrote {output}")
-        else:
-            out.print(text, end="", markup=False, highlight=False)
     elif fmt == "png":
-        path = to_png(g, output or Path(f"{entry.name.replace('/', '_')}-v{entry.version}-lineage.png"))
-        out.print(f"wrote {path}")
+        from ..lineage_picture import default_png_path
+
+        path = to_png(g, output or default_png_path(entry.name, entry.version))
+        out.print(f"wrote {path}", markup=False, highlight=False)
     else:
         raise ZooError(f"unknown --format {fmt!r} (use tree, dot or png)")
 
@@ -290,7 +302,9 @@ def verify(ref: Optional[str] = typer.Argument(None, help="One model; all models
            as_json: bool = json_option("JSON array of {ref, ok, problems}.")) -> None:
     """Check the catalog database (SQLite's quick integrity check), re-hash files and report
     any that are missing or changed, and (for the whole catalog) store folders no entry
-    points at and temporaries left by killed processes. Exit 1 if anything is wrong."""
+    points at and temporaries left by killed processes. Exit 1 if anything is wrong.
+
+    Example: zoo verify llama-base"""
     cat = catalog(create=False)
     damage = cat.integrity_problems()
     if damage:  # the rows themselves cannot be trusted: say so, check nothing else
@@ -324,7 +338,9 @@ def verify(ref: Optional[str] = typer.Argument(None, help="One model; all models
 @app.command()
 def tag(ref: str = typer.Argument(...), tags: List[str] = typer.Argument(..., help="Tags to add (or remove with --remove)."),
         remove: bool = typer.Option(False, "--remove", "-r", help="Remove the tags instead.")) -> None:
-    """Add or remove tags on a model."""
+    """Add or remove tags on a model.
+
+    Example: zoo tag my-merge keep candidate"""
     now = catalog(create=False).tag(ref, remove=tags) if remove else catalog(create=False).tag(ref, add=tags)
     out.print(f"{catalog().get(ref).ref}: tags = {', '.join(now) or '-'}")
 
@@ -332,7 +348,9 @@ def tag(ref: str = typer.Argument(...), tags: List[str] = typer.Argument(..., he
 @app.command()
 def metric(ref: str = typer.Argument(...),
            values: List[str] = typer.Argument(..., help="KEY=VALUE pairs; values are read as YAML/JSON (numbers, lists) when they can be.")) -> None:
-    """Record free-form metrics on a model (e.g. zoo metric m acc=0.93 task=digits)."""
+    """Record free-form metrics on a model.
+
+    Example: zoo metric my-merge acc=0.93 task=digits"""
     now = catalog(create=False).set_metrics(ref, parse_assignments(values, "metric"))
     out.print(f"{catalog().get(ref).ref}: metrics = {json.dumps(now)}")
 
@@ -341,14 +359,18 @@ def metric(ref: str = typer.Argument(...),
 def rm(ref: str = typer.Argument(...),
        force: bool = typer.Option(False, "--force", help="Remove even if other models descend from it (cuts their lineage)."),
        keep_files: bool = typer.Option(False, "--keep-files", help="Keep store files of copied/produced models.")) -> None:
-    """Remove a model from the catalog. Files indexed in place are never deleted."""
+    """Remove a model from the catalog. Files indexed in place are never deleted.
+
+    Example: zoo rm my-merge@2"""
     e = catalog(create=False).remove(ref, force=force, keep_files=keep_files)
     out.print(f"removed {e.ref}" + (" and its store files" if e.owned and not keep_files else ""))
 
 
 @app.command()
 def export(ref: str = typer.Argument(...), target: Path = typer.Argument(..., help="New folder to create.")) -> None:
-    """Copy a model's files to a new folder (digests checked while copying)."""
+    """Copy a model's files to a new folder (digests checked while copying).
+
+    Example: zoo export my-merge ./my-merge-hf"""
     cat = catalog(create=False)
     e = cat.get(ref)
     with byte_progress("exporting", e.bytes) as advance:
@@ -359,7 +381,9 @@ def export(ref: str = typer.Argument(...), target: Path = typer.Argument(..., he
 @app.command()
 def runs(limit: int = typer.Option(20, "--limit", help="How many recent runs."),
          as_json: bool = json_option("JSON array of runs.")) -> None:
-    """Recent operator runs: what ran, with which params, producing what."""
+    """Recent operator runs: what ran, with which params, producing what.
+
+    Example: zoo runs --limit 5"""
     from ..catalog.records import run_row
 
     from ..catalog.guard import NoCatalogError
@@ -371,13 +395,10 @@ def runs(limit: int = typer.Option(20, "--limit", help="How many recent runs."),
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
+    from ..tables import Column, print_table
 
-    table = Table(box=None, header_style="bold")
-    for c in ("id", "operator", "inputs", "outputs", "seconds", "params"):
-        table.add_column(c)
-    for r in rows:
-        table.add_row(str(r["id"]), r["operator"], ", ".join(i.get("ref", "?") for i in r["inputs"]),
-                      ", ".join(o["ref"] for o in r["outputs"]), f"{r['seconds']:.2f}" if r["seconds"] else "-",
-                      json.dumps(r["params"]))
-    out.print(table)
+    print_table([Column("id", fixed=True, justify="right"), Column("operator", min_width=12), Column("inputs"),
+                 Column("outputs"), Column("seconds", fixed=True, justify="right"), Column("params")],
+                [(str(r["id"]), r["operator"], ", ".join(i.get("ref", "?") for i in r["inputs"]),
+                  ", ".join(o["ref"] for o in r["outputs"]), f"{r['seconds']:.2f}" if r["seconds"] else "-",
+                  json.dumps(r["params"])) for r in rows])

@@ -17,11 +17,13 @@ def push(
     repo_id: str = typer.Argument(..., help="Hub repository, e.g. my-org/my-merge (created if missing)."),
     private: bool = typer.Option(False, "--private", help="Create the repository private."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Branch to push to [default: main]."),
-    message: Optional[str] = typer.Option(None, "--message", "-m", help="Commit message."),
+    message: Optional[str] = typer.Option(None, "--message", "-m", help="Commit message [default: weightzoo: REF]."),
     as_json: bool = json_option("Print the result as JSON."),
 ) -> None:
     """Upload a model's files and a model card carrying its lineage and recipe
-    (token: HF_TOKEN or `huggingface-cli login`; endpoint: HF_ENDPOINT)."""
+    (token: HF_TOKEN or `huggingface-cli login`; endpoint: HF_ENDPOINT).
+
+    Example: zoo push my-merge my-org/my-merge --private"""
     from ..hub import push as do_push
 
     r = do_push(catalog(), ref, repo_id, private=private, revision=revision, message=message)
@@ -38,7 +40,9 @@ def pull(
     as_json: bool = json_option("Print the entry as JSON."),
 ) -> None:
     """Download a Hub model (resumable), check every file against the Hub's sha256, and
-    register it as hub:REPO@COMMIT with the lineage its card records."""
+    register it as hub:REPO@COMMIT with the lineage its card records.
+
+    Example: zoo pull my-org/my-merge@main --name my-merge"""
     from ..hub import pull as do_pull
 
     cat = catalog()

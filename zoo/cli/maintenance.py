@@ -17,6 +17,8 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only list what wou
 
     `zoo verify` reports the same things. One store per catalog: a store shared by two
     catalogs would look like orphans to each.
+
+    Example: zoo gc --dry-run
     """
     from rich.markup import escape
 

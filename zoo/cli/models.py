@@ -18,12 +18,14 @@ def demo(steps: int = typer.Option(60, "--steps", help="Training steps per model
          seed: int = seed_option()) -> None:
     """Build a small demo zoo: a tiny Llama pretrained on Python's own sources, two
     fine-tunes on different packages and their TIES merge, all registered with lineage;
-    then list it and show the family tree."""
+    then list it and show the family tree.
+
+    Example: zoo --catalog demo.db demo --steps 20"""
     from ..demo import build_demo_zoo
 
     cat = catalog()
     made = build_demo_zoo(cat, steps=steps, seed=seed, log=lambda msg: err.print(msg))
-    list_models(family=None, tag="demo", name=None, as_json=False)
+    list_models(family=None, tag="demo", name=None, limit=None, offset=0, as_json=False, columns=None)
     out_console.print()
     lineage(made[0].ref, fmt="tree", output=None, show_recipe=False)
 
@@ -44,7 +46,9 @@ def new_cmd(
     seed: int = seed_option("Initialisation seed."),
     out: Optional[str] = out_option("Catalog name [default: PRESET-sSEED]."),
 ) -> None:
-    """Create a new, randomly initialised model (to train with `zoo train`)."""
+    """Create a new, randomly initialised model (to train with `zoo train`).
+
+    Example: zoo new vit-ti --set hidden_size=64 --seed 1 --out my-vit"""
     from ..training import new_model
 
     r = new_model(catalog(), preset, out, seed, **parse_assignments(set_, "--set"))
@@ -63,10 +67,12 @@ def train_cmd(
     schedule: str = typer.Option("constant", "--schedule", help="constant, cosine, or lemon (faster decay for expanded models)."),
     warmup: int = typer.Option(0, "--warmup", help="Linear warm-up steps."),
     seed: int = seed_option("Data order seed."),
-    out: Optional[str] = out_option("Catalog name of the trained model."),
+    out: Optional[str] = out_option("Catalog name of the trained model.", default="train-finetune-HASH"),
 ) -> None:
     """Train a model briefly on a task; the result is a new entry (lineage role `base`)
-    with its training and evaluation metrics. Runs under accelerate."""
+    with its training and evaluation metrics. Runs under accelerate.
+
+    Example: zoo train my-vit --task digits --steps 200 --schedule cosine --out my-vit-digits"""
     from ..console import item_progress
     from ..training import train
 
@@ -84,7 +90,9 @@ def eval_cmd(
     split: str = typer.Option("test", "--split", help="test, val or train (digits)."),
     as_json: bool = json_option("Print the metrics as JSON."),
 ) -> None:
-    """Evaluate a model on a task and store the metrics on its catalog entry."""
+    """Evaluate a model on a task and store the metrics on its catalog entry.
+
+    Example: zoo eval my-vit-digits --task digits --split val"""
     from ..training import evaluate
 
     metrics = evaluate(catalog(), ref, task, split)

@@ -21,7 +21,7 @@ def reproduce(
                                      help="Replay with this installation's operator even when its version differs "
                                           "from the recorded one (cards still state the recorded version)."),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Where the temporary replay is written "
-                                            "(default: the system's temporary folder)."),
+                                            "[default: the system's temporary folder]."),
     device: str = device_option(),
     as_json: bool = json_option("JSON array, one item per entry checked: {ref, status, digest, reproduced, ...}."),
 ) -> None:
@@ -29,7 +29,9 @@ def reproduce(
     its recorded inputs, re-hashed first, into a temporary folder that is never registered,
     and compare with the catalogued files. Merges, expansions and exports must reproduce bit
     for bit; seeded training reports its largest difference per tensor. Exit 1 when a
-    deterministic step differs (the differing tensors are listed)."""
+    deterministic step differs (the differing tensors are listed).
+
+    Example: zoo reproduce my-merge --recursive"""
     from ..reproduce import reproduce as replay
 
     checks = replay(catalog(create=False), ref, recursive=recursive, any_version=any_version, device=device,

@@ -1,5 +1,5 @@
-"""Checking and running a pipeline: the DAG checks made before anything runs, the runs
-(cached and resumable, independent steps in parallel), and the `--dry-run` plan."""
+"""Checking and running a pipeline: the DAG checks made before anything runs, and the runs
+(cached and resumable, independent steps in parallel). The `--dry-run` plan is `plan.py`."""
 from __future__ import annotations
 
 from collections import Counter
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..catalog import Catalog, Parent
-from ..errors import ZooError
+from ..errors import ZooError, did_you_mean
 from ..launch import launched_processes
 from ..registry import contract_problem, get_operator
 from .spec import PSEUDO, Pipeline, Step, StepInput, StepResult, output_name
@@ -84,6 +84,15 @@ def _role(step: Step, inp: StepInput) -> str:
     return get_operator(step.op).default_role
 
 
+def check_force(pipeline: Pipeline, force: set[str] | frozenset[str]) -> None:
+    """`--force STEP` names a step of the pipeline."""
+    unknown = set(force) - set(pipeline.steps)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ZooError(f"--force {name!r}: no such step{did_you_mean(name, list(pipeline.steps))}; the steps are "
+                       + ", ".join(pipeline.steps))
+
+
 def run_pipeline(catalog: Catalog, pipeline: Pipeline, *, force: set[str] = frozenset(), jobs: int = 1,
                  report_dir: Path | None = None, log: Callable[[str], None] = lambda msg: None) -> dict[str, StepResult]:
     """Run every step in dependency order (independent ones in parallel with jobs > 1);
@@ -91,9 +100,7 @@ def run_pipeline(catalog: Catalog, pipeline: Pipeline, *, force: set[str] = froz
     order = check(catalog, pipeline)
     if launched_processes() > 1:
         jobs = 1  # launched processes meet at barriers per step: every rank must take the steps in one order
-    unknown = set(force) - set(pipeline.steps)
-    if unknown:
-        raise ZooError(f"--force {sorted(unknown)[0]!r}: no such step")
+    check_force(pipeline, force)
     g = pipeline.graph()
     results: dict[str, StepResult] = {}
     pending = list(order)
@@ -127,7 +134,7 @@ def run_pipeline(catalog: Catalog, pipeline: Pipeline, *, force: set[str] = froz
     return {n: results[n] for n in order}
 
 
-def _inputs(step: Step, results: dict[str, StepResult], one: str | None = None) -> list[Parent]:
+def step_inputs(step: Step, results: dict[str, StepResult], one: str | None = None) -> list[Parent]:
     """The step's inputs in order, each input step standing for all its outputs, except the
     `for_each` input, which stands for the one model `one`."""
     parents = []
@@ -145,13 +152,13 @@ def _run_step(catalog: Catalog, pipeline: Pipeline, step: Step, results: dict[st
     from ..runner import run_operator
 
     if step.op in PSEUDO:
-        return run_pseudo_step(catalog, pipeline, step, _inputs(step, results), force, report_dir)
-    each = _for_each_models(step, results)
+        return run_pseudo_step(catalog, pipeline, step, step_inputs(step, results), force, report_dir)
+    each = for_each_models(step, results)
     outs, reused, i = [], 0, 0
     for point in step.points():
         for one in each:
-            r = run_operator(catalog, step.op, _inputs(step, results, one), point, output_name(pipeline.name, step, i),
-                             reuse=not force, tags=[f"pipeline={pipeline.name}"])
+            r = run_operator(catalog, step.op, step_inputs(step, results, one), point,
+                             output_name(pipeline.name, step, i), reuse=not force, tags=[f"pipeline={pipeline.name}"])
             outs += [e.ref for e in r.entries]  # every output of a multi-output operator
             reused += len(r.entries) if r.reused else 0
             i += 1
@@ -159,25 +166,8 @@ def _run_step(catalog: Catalog, pipeline: Pipeline, step: Step, results: dict[st
     return StepResult(step.name, status, outs, detail=f"{reused} of {len(outs)} reused" if step.indexed else "")
 
 
-def _for_each_models(step: Step, results: dict[str, StepResult]) -> list[str | None]:
+def for_each_models(step: Step, results: dict[str, StepResult]) -> list[str | None]:
     """The models of the step's `for_each` input, one run each ([None]: one run with all)."""
     if not step.for_each:
         return [None]
     return list(results[step.for_each].outputs) if step.for_each in results else [step.for_each]
-
-
-def plan(catalog: Catalog, pipeline: Pipeline) -> list[dict]:
-    """What `--dry-run` prints: each step in order with its operator, inputs and grid size
-    (and a push step's repo template)."""
-    order = check(catalog, pipeline)
-    out = []
-    for name in order:
-        step = pipeline.steps[name]
-        runs = pipeline.runs(step) if step.op not in PSEUDO else 0
-        out.append({"step": name, "op": step.op, "inputs": [i.ref for i in step.inputs], "runs": runs,
-                    "outputs": [output_name(pipeline.name, step, i) for i in range(runs)]})
-        if step.for_each:
-            out[-1]["for_each"] = step.for_each
-        if step.op == "push":
-            out[-1]["repo"] = step.params["repo"]
-    return out

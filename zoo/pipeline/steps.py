@@ -78,12 +78,10 @@ def run_pseudo_step(catalog: Catalog, pipeline: Pipeline, step: Step, parents: l
 def _eval(catalog: Catalog, step: Step, parents: list[Parent], force: bool) -> StepResult:
     """Score each input on the task. An entry never changes, so one that already holds the
     task's headline metric on this split is not scored again (unless forced)."""
-    from ..tasks import get_task
-    from ..training import evaluate, split_metrics
+    from ..training import evaluate
 
     task_spec, split = step.params["task"], step.params.get("split", "test")
-    task = get_task(task_spec)
-    (headline,) = split_metrics(task, split, {task.primary: 0.0})
+    headline = eval_headline(step)
     scores, reused = {}, 0
     for p in parents:
         entry = catalog.get(p.ref)
@@ -95,6 +93,17 @@ def _eval(catalog: Catalog, step: Step, parents: list[Parent], force: bool) -> S
     status = "reused" if reused == len(parents) else "ran"
     return StepResult(step.name, status, [p.ref for p in parents], report=scores,
                       detail=f"{reused} of {len(parents)} already scored" if 0 < reused < len(parents) else "")
+
+
+def eval_headline(step: Step) -> str:
+    """The metric an eval step records as its task's headline (e.g. digits/accuracy): an entry
+    that holds it is not scored again."""
+    from ..tasks import get_task
+    from ..training import split_metrics
+
+    task = get_task(step.params["task"])
+    (headline,) = split_metrics(task, step.params.get("split", "test"), {task.primary: 0.0})
+    return headline
 
 
 def _flops(catalog: Catalog, entry: ModelEntry) -> int:
@@ -113,9 +122,7 @@ def _select(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Pare
     (params or FLOPs); write a report (Markdown table, PNG, JSON) into `report_dir`."""
     from .report import write_report
 
-    metric, mode = step.params["metric"], step.params.get("mode", "best")
-    cost = step.params.get("cost", "params")
-    sign = 1 if step.params.get("higher_is_better", True) else -1
+    metric, cost = step.params["metric"], step.params.get("cost", "params")
     rows = []
     for p in parents:
         e = catalog.get(p.ref)
@@ -125,19 +132,56 @@ def _select(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Pare
         if cost == "flops":
             row["flops"] = _flops(catalog, e)
         rows.append(row)
-    if mode == "best":
-        kept = [max(rows, key=lambda r: sign * r["metric"])["ref"]]
-    else:
-        kept, best = [], float("-inf")
-        for r in sorted(rows, key=lambda r: (r[cost], -sign * r["metric"])):
-            if sign * r["metric"] > best:
-                kept.append(r["ref"])
-                best = sign * r["metric"]
+    kept = select_kept(step, rows)
     for r in rows:
         r["kept"] = r["ref"] in kept
     if report_dir is not None:
         write_report(Path(report_dir) / f"{pipeline.name}-{step.name}", metric, rows, cost, prefix=f"{pipeline.name}-")
     return StepResult(step.name, "ran", kept, report={"rows": rows, "kept": kept})
+
+
+def select_kept(step: Step, rows: list[dict]) -> list[str]:
+    """The refs a select step keeps of `rows` ({ref, metric, params[, flops]}): the best, or
+    the Pareto front of the metric against the cost."""
+    mode, cost = step.params.get("mode", "best"), step.params.get("cost", "params")
+    sign = 1 if step.params.get("higher_is_better", True) else -1
+    if mode == "best":
+        return [max(rows, key=lambda r: sign * r["metric"])["ref"]]
+    kept, best = [], float("-inf")
+    for r in sorted(rows, key=lambda r: (r[cost], -sign * r["metric"])):
+        if sign * r["metric"] > best:
+            kept.append(r["ref"])
+            best = sign * r["metric"]
+    return kept
+
+
+def selection_known(catalog: Catalog, step: Step, parents: list[Parent]) -> list[str] | None:
+    """What a select step would keep, when every input already holds the metric (and its
+    FLOPs, when they are the cost); None when that is known only once it runs. Reads only."""
+    metric, cost = step.params["metric"], step.params.get("cost", "params")
+    rows = []
+    for p in parents:
+        e = catalog.get(p.ref)
+        metrics = e.metrics or {}
+        if metric not in metrics or (cost == "flops" and "flops" not in metrics):
+            return None
+        rows.append({"ref": e.ref, "metric": metrics[metric], "params": e.num_params or 0,
+                     **({"flops": int(metrics["flops"])} if cost == "flops" else {})})
+    return select_kept(step, rows) if rows else None
+
+
+def push_targets(catalog: Catalog, pipeline: Pipeline, step: Step,
+                 parents: list[Parent]) -> tuple[str, list[tuple[ModelEntry, str, dict | None]]]:
+    """A push step's branch, and each distinct input entry with the repo its template names
+    and the push of these bytes to that repo and branch its card already records (or None)."""
+    params = step.params
+    revision = params.get("revision") or "main"
+    entries = list({e.id: e for e in (catalog.get(p.ref) for p in parents)}.values())
+    targets = []
+    for e in entries:
+        repo_id = params["repo"].format(name=e.name, pipeline=pipeline.name, step=step.name)
+        targets.append((e, repo_id, _recorded_push(e, repo_id, revision)))
+    return revision, targets
 
 
 def _recorded_push(entry: ModelEntry, repo_id: str, revision: str) -> dict | None:
@@ -156,16 +200,14 @@ def _push(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Parent
     from ..hub import push
 
     params = step.params
-    revision = params.get("revision") or "main"
-    entries = list({e.id: e for e in (catalog.get(p.ref) for p in parents)}.values())
-    targets = [(e, params["repo"].format(name=e.name, pipeline=pipeline.name, step=step.name)) for e in entries]
-    repos = [r for _, r in targets]
+    revision, targets = push_targets(catalog, pipeline, step, parents)
+    repos = [r for _, r, _ in targets]
     if len(set(repos)) < len(repos):
         raise ZooError(f"step {step.name!r}: several inputs would go to the same repo ({repos}); "
                        "use {name} with distinct model names")
     report, pushed = [], 0
-    for entry, repo_id in targets:
-        rec = None if force else _recorded_push(entry, repo_id, revision)
+    for entry, repo_id, recorded in targets:
+        rec = None if force else recorded
         fresh = rec is None
         if fresh:
             push(catalog, entry.id, repo_id, private=bool(params.get("private", False)),
@@ -175,5 +217,5 @@ def _push(catalog: Catalog, pipeline: Pipeline, step: Step, parents: list[Parent
         report.append({"ref": entry.ref, "repo_id": repo_id, "commit": rec["commit"], "url": rec.get("url", ""),
                        "status": "pushed" if fresh else "reused"})
     detail = ", ".join(f"{r['repo_id']}@{r['commit'][:12]}" for r in report)  # where the winners went
-    return StepResult(step.name, "ran" if pushed else "reused", [e.ref for e in entries], detail=detail,
+    return StepResult(step.name, "ran" if pushed else "reused", [e.ref for e, _, _ in targets], detail=detail,
                       report={"pushes": report})
