@@ -117,7 +117,16 @@ def open_catalog(engine: Engine, url: str, *, create: bool = True, adopt_empty: 
         _create_sqlite(path)  # appears whole, so a concurrent first open never sees it half-made
         shape = classify_sqlite(path)
     check_shape(shape, where, create=create, adopt_empty=adopt_empty)
+    if is_current(shape):
+        return False  # every table and the current marker are there: nothing to create or upgrade
     return init_schema(engine, url)
+
+
+def is_current(shape: Shape) -> bool:
+    """A catalog of this schema version holding every table (the guard read it without
+    writing): opening it needs no DDL, which is most of the cost of opening."""
+    return (shape.kind == "catalog" and shape.version == SCHEMA_VERSION
+            and {t.__table__.name for t in _tables()} <= set(shape.tables))
 
 
 def _create_sqlite(path: Path) -> None:
