@@ -472,7 +472,7 @@ def compare(ours_path: Path, mk_path: Path, input_paths: dict, method: str) -> d
     ours, mk = Checkpoint.open(ours_path), Checkpoint.open(mk_path)
     base = Checkpoint.open(input_paths["base"])
     fts = [Checkpoint.open(input_paths[k]) for k in ("ft1", "ft2")] if exact else []
-    weights = [float(METHODS[method]["weight"])] * len(fts)
+    weights = [float(METHODS[method].get("weight", 1.0))] * len(fts)
     names_o, names_m = set(ours.names()), set(mk.names())
     total = beyond = differ = one_side = moved_o = moved_m = beyond_same_side = 0
     ours_vs_exact = mk_vs_exact = ours_beyond_exact = mk_beyond_exact = 0
@@ -724,6 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n{method}:", flush=True)
             results["methods"][method] = bench_method(method, work, inputs, args.repeats, args.skip_mergekit,
                                                       mk_flags, args.compute_dtype)
+            (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")  # kept if a later method fails
         relative_to_ties(results["methods"])
         print_report(results)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

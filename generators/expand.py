@@ -3,6 +3,7 @@ write, and the `expand.*` operators (LEMON, bert2BERT FPI and AKI, Net2Net)."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -19,6 +20,7 @@ from zoo.writer import TensorSpec
 
 from .expansion import (Recipe, aki_merge, build_maps, check_target, depth_plan, expand_tensor, identity_norm,
                         new_layer_maps, new_shape, stack_plan)
+from .gathered import Scratch
 
 
 class ExpandParams(OperatorParams):
@@ -181,9 +183,7 @@ def run_expansion(ckpt: Checkpoint, plan: ExpansionPlan, seed: int, open_writer,
     writer = open_writer(plan.specs, config=config, side_files=side)
     if progress is not None and hasattr(progress, "set_total"):
         progress.set_total(len(plan.outputs))
-
-    def as_math(t: torch.Tensor, device) -> torch.Tensor:
-        return t.to(device).to(torch.float64 if t.dtype == torch.float64 else torch.float32)
+    scratch = threading.local()  # each worker's output memory, reused tensor after tensor
 
     def work(item) -> None:
         index, o = item
@@ -194,10 +194,12 @@ def run_expansion(ckpt: Checkpoint, plan: ExpansionPlan, seed: int, open_writer,
             device = devices[index % len(devices)]
             recipe = replace(plan.recipe, generator=_generator(seed, o.name))  # per tensor: any thread order
             zero_output = o.new and recipe.depth == "zero_output"
-            t = expand_tensor(as_math(t, device), o.role, o.name, new_maps if o.new else maps, recipe,
-                              zero_output=zero_output)
+            if not hasattr(scratch, "alloc"):
+                scratch.alloc = Scratch()
+            t = expand_tensor(t.to(device), o.role, o.name, new_maps if o.new else maps, recipe,
+                              zero_output=zero_output, alloc=scratch.alloc)
             if o.aki_source is not None:  # (equal splits draw nothing: the next layer expands the same way)
-                nxt = expand_tensor(as_math(ckpt.get(o.aki_source), device), o.role, o.name, maps, recipe)
+                nxt = expand_tensor(ckpt.get(o.aki_source).to(device), o.role, o.name, maps, recipe)
                 t = aki_merge(t, nxt, o.role, maps)
         writer.write(o.name, t)
         if progress is not None:

@@ -18,8 +18,9 @@ import torch
 from zoo.errors import ZooError
 from zoo.families import Axis, Family, TensorRole, Widths
 
+from .gathered import FILL, Alloc, Gathered, elements, fresh, math_dtype, put, take, zero_at
+
 A = Axis
-FILL = -1  # index-map entry for positions that copy no single source unit (LEMON's r entries)
 
 
 @dataclass
@@ -72,130 +73,104 @@ def lemon_stream_map(d_old: int, d_new: int) -> torch.Tensor:
     return torch.cat([torch.arange(d_old).repeat(k), torch.full((d_new - k * d_old,), FILL)])
 
 
-def _elements(index: torch.Tensor, group: int) -> torch.Tensor:
-    """Unit map -> element map along an axis of `group` elements per unit (FILL stays FILL)."""
-    if group == 1:
-        return index
-    elem = index[:, None] * group + torch.arange(group)
-    elem[index == FILL] = FILL
-    return elem.flatten()
-
-
-def _take(t: torch.Tensor, axis: int, elem: torch.Tensor) -> torch.Tensor:
-    """t's slices along `axis` at positions `elem` (FILL -> zeros). Maps made of a few
-    contiguous runs (LEMON's and circular maps are) are copied run by run, which is much
-    faster than an element gather along an inner axis."""
-    breaks = (torch.diff(elem) != 1).nonzero().flatten() + 1
-    bounds = [0, *breaks.tolist(), len(elem)]
-    if len(bounds) > 66:
-        out = torch.index_select(t, axis, elem.clamp(min=0).to(t.device))
-        holes = (elem == FILL).nonzero().flatten()
-        return out.index_fill_(axis, holes.to(t.device), 0) if len(holes) else out
-    parts = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        start = int(elem[a])
-        if start == FILL:
-            shape = list(t.shape)
-            shape[axis] = b - a
-            parts.append(torch.zeros(shape, dtype=t.dtype, device=t.device))
-        else:
-            parts.append(t.narrow(axis, start, b - a))
-    return torch.cat(parts, dim=axis) if len(parts) > 1 else parts[0].clone()
-
-
-def _runs(elem: torch.Tensor) -> list[tuple[int, int]]:
-    """(position, length) of the runs of consecutive positions in a sorted index vector."""
-    if len(elem) == 0:
-        return []
-    breaks = (torch.diff(elem) != 1).nonzero().flatten() + 1
-    bounds = [0, *breaks.tolist(), len(elem)]
-    return [(int(elem[a]), b - a) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _put(out: torch.Tensor, axis: int, positions: torch.Tensor, values: torch.Tensor) -> None:
-    """out[..., positions, ...] = values along `axis`, run by run when positions are few runs."""
-    runs = _runs(positions)
-    if len(runs) > 64:
-        out.index_copy_(axis, positions.to(out.device), values)
-        return
-    done = 0
-    for start, length in runs:
-        out.narrow(axis, start, length).copy_(values.narrow(axis, done, length))
-        done += length
-
-
-def _scale(t: torch.Tensor) -> float:
-    """Spread of a tensor's values (from a strided sample), for the random draws."""
-    sample = t.reshape(-1)[:: max(1, t.numel() // 65536)].float()
-    s = sample.std().item() if sample.numel() > 1 else 1.0
-    return s if s > 0 else 1.0
-
-
 def gather(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, fill: str) -> torch.Tensor:
     """Produce side: position j copies unit index[j] (groups of `group` elements, e.g. a
     head's head_dim rows); FILL positions get the mean over units, or zeros."""
-    elem = _elements(index, group)
-    out = _take(t, axis, elem)
-    holes = (elem == FILL).nonzero().flatten()
-    if len(holes):
-        if fill == "mean":
-            mean = t.mean(dim=axis, keepdim=True)
-            out.index_copy_(axis, holes.to(t.device), mean.expand(*[len(holes) if d == axis else n for d, n in enumerate(out.shape)]))
-    return out
+    return Gathered(t, axis, elements(index, group), fill).stored()
 
 
 def split(t: torch.Tensor, axis: int, index: torch.Tensor, group: int, mode: str, g: torch.Generator,
           zero_sum: bool = False) -> torch.Tensor:
+    """`split_gathered` of a tensor as it is (nothing gathered)."""
+    return split_gathered(Gathered(t), axis, index, group, mode, g, zero_sum)
+
+
+def split_gathered(src: Gathered, axis: int, index: torch.Tensor, group: int, mode: str, g: torch.Generator,
+                   zero_sum: bool = False, alloc: Alloc = fresh) -> torch.Tensor:
     """Consume side: the copies of each source unit share its fan-in so they sum to the
     original (or to zero, for LEMON's new identity blocks). mode 'equal' divides evenly;
     'random' draws all but the last copy at random and gives the last the remainder. FILL
     positions read zeros, so they get random (LEMON) or zero (others) weights.
 
-    One gather does the bulk; only the few positions that are drawn are touched again."""
-    n_old = t.shape[axis] // group
+    The result is in the source's dtype, and each position is written once: copies as
+    block copies of the source, computed positions (drawn, divided, remainders) in the
+    math dtype, rounded once - the same values as computing the whole in the math dtype."""
+    n_old = src.shape[axis] // group
     real = index >= 0
     counts = torch.bincount(index[real], minlength=n_old)
     if (counts == 0).any() and not zero_sum:  # (a cancelling layer may leave source units out)
         raise ZooError("expansion dropped a source unit (target narrower than source?)")
-    elem = _elements(index, group)
-    if mode == "equal":
-        per_elem = counts.repeat_interleave(group).to(t.dtype)
-        if zero_sum:
-            shape = list(t.shape)
-            shape[axis] = len(elem)
-            return torch.zeros(shape, dtype=t.dtype, device=t.device)
-        div = per_elem[elem.clamp(min=0)].to(t.device)
-        shape = [1] * t.dim()
-        shape[axis] = -1
-        return _take(t, axis, elem).div_(div.view(shape))  # FILL positions stay 0
-    # the last copy of each unit takes the remainder; every other position is drawn
+    shape = list(src.shape)
+    shape[axis] = len(index) * group
+    out = alloc(tuple(shape), src.src.dtype, src.src.device)
     positions = torch.arange(len(index))
+
+    def copy(units: torch.Tensor) -> None:  # positions (unit level) that copy their source unit
+        if len(units):
+            if zero_sum:
+                zero_at(out, axis, elements(units, group))
+            else:
+                src.store_into(out, axis, elements(units, group), elements(index[units], group))
+
+    if mode == "equal":  # FILL positions 0, units with one copy copied, shared units value / count
+        if zero_sum:
+            out.zero_()
+            return out
+        shared = real & (counts[index.clamp(min=0)] > 1)
+        copy(positions[real & ~shared])
+        zero_at(out, axis, elements(positions[~real], group))
+        if shared.any():
+            at = elements(positions[shared], group)
+            per = counts[index[shared]].repeat_interleave(group).to(src.math)
+            view = [1] * len(shape)
+            view[axis] = -1
+            values = src.select(axis, elements(index[shared], group), src.math)
+            put(out, axis, at, values.div_(per.to(values.device).view(view)))
+        return out
+    # the last copy of each unit takes the remainder; every other position is drawn
     last = torch.full((n_old,), -1, dtype=torch.long).scatter_reduce_(0, index[real], positions[real], reduce="amax")
-    present = (last >= 0).nonzero().flatten()  # source units with at least one copy
-    last = last[present]
     drawn_units = torch.ones(len(index), dtype=torch.bool)
-    drawn_units[last] = False
-    drawn = _elements(positions[drawn_units], group) if group > 1 else positions[drawn_units]
-    base = torch.zeros_like(t) if zero_sum else t
-    out = _take(base, axis, elem)
-    if len(drawn):
-        shape = list(out.shape)
-        shape[axis] = len(drawn)
-        # drawn on the CPU generator wherever the tensor is: the same model on every device
-        noise = torch.randn(shape, generator=g, dtype=t.dtype).mul_(_scale(t)).to(t.device)
-        _put(out, axis, drawn, noise)
-        copied = drawn_units & real  # drawn copies of real units: their sum comes off the last copy
-        if copied.any():
-            src_pos = positions[copied]
-            src_elem = _elements(src_pos, group) if group > 1 else src_pos
-            noise_of = torch.index_select(out, axis, src_elem.to(out.device))
-            owners = _elements(index[copied], group) if group > 1 else index[copied]
-            owed = torch.zeros_like(base).index_add_(axis, owners.to(out.device), noise_of)
-            if len(present) < n_old:
-                owed = torch.index_select(owed, axis, _elements(present, group).to(out.device))
-            last_elem = _elements(last, group) if group > 1 else last
-            out.index_add_(axis, last_elem.to(out.device), owed.neg_())
+    drawn_units[last[last >= 0]] = False
+    copied = drawn_units & real  # drawn copies of real units: their sum comes off the last copy
+    owed_units = torch.unique(index[copied])  # sorted
+    kept = torch.ones(n_old, dtype=torch.bool)
+    kept[owed_units] = False
+    copy(torch.sort(last[kept & (last >= 0)]).values)  # last copies that owe nothing keep their value
+    drawn = elements(positions[drawn_units], group)
+    if not len(drawn):
+        return out
+    noise_shape = list(shape)
+    noise_shape[axis] = len(drawn)
+    # drawn on the CPU generator wherever the tensor is: the same model on every device
+    noise = torch.randn(noise_shape, generator=g, dtype=src.math).mul_(src.scale()).to(out.device)
+    put(out, axis, drawn, noise)
+    if len(owed_units):
+        put(out, axis, elements(last[owed_units], group),
+             _remainders(src, axis, index, group, copied, drawn_units, owed_units, noise, zero_sum))
     return out
+
+
+def _remainders(src: Gathered, axis: int, index: torch.Tensor, group: int, copied: torch.Tensor,
+                drawn_units: torch.Tensor, owed_units: torch.Tensor, noise: torch.Tensor,
+                zero_sum: bool) -> torch.Tensor:
+    """What the last copy of each owed unit keeps: its value (0 for a cancelling layer) minus
+    the draws given to its other copies, summed from +0 in position order. Along the split
+    axis, one slice per owed unit (sorted), in the math dtype."""
+    owners = index[copied]
+    rank = (torch.cumsum(drawn_units.long(), 0) - 1)[copied]  # each drawn copy's place among the drawn
+    if len(owners) == len(owed_units):  # one draw per owed unit (pairs): owed = +0 + draw
+        by_unit = rank[torch.argsort(owners)]
+        owed = take(noise, axis, elements(by_unit, group)).add_(0.0)  # (+0 + x is x, but -0 becomes +0)
+    else:
+        slot = torch.full((int(owed_units.max()) + 1,), -1, dtype=torch.long)
+        slot[owed_units] = torch.arange(len(owed_units))
+        shape = list(noise.shape)
+        shape[axis] = len(owed_units) * group
+        owed = torch.zeros(shape, dtype=noise.dtype, device=noise.device).index_add_(
+            axis, elements(slot[owners], group).to(noise.device), take(noise, axis, elements(rank, group)))
+    if zero_sum:
+        return torch.rsub(owed, 0.0)  # 0 - owed, as 0 + (-owed)
+    return src.select(axis, elements(owed_units, group), src.math).sub_(owed)  # x - y is x + (-y)
 
 
 def expand_norm(t: torch.Tensor, is_bias: bool, maps: Maps, recipe: Recipe) -> torch.Tensor:
@@ -213,36 +188,51 @@ def expand_norm(t: torch.Tensor, is_bias: bool, maps: Maps, recipe: Recipe) -> t
     return out
 
 
-def expand_tensor(t: torch.Tensor, role: TensorRole, name: str, maps: Maps, recipe: Recipe,
-                  zero_output: bool = False) -> torch.Tensor:
-    """One tensor, every resized axis in turn (produce sides first, then consume sides)."""
+_CONSUMERS = (A.RES_IN, A.HEADS_IN, A.UNITS_IN)
+
+
+def _gathered(t: torch.Tensor, role: TensorRole, maps: Maps, recipe: Recipe) -> Gathered:
+    """`t` seen through the gather of its produce axis (every role has at most one)."""
     hd = maps.head_dim
+    found = [(axis, kind) for axis, kind in enumerate(role.axes)
+             if kind in (A.RES_OUT, A.Q_HEADS, A.KV_HEADS, A.QKV, A.UNITS)]
+    if not found:
+        return Gathered(t)
+    if len(found) > 1:
+        raise ValueError(f"a tensor role with two resized output axes is not supported: {role.axes}")
+    axis, kind = found[0]
+    if kind == A.RES_OUT:
+        return Gathered(t, axis, maps.stream, recipe.fill)
+    if kind == A.UNITS:
+        return Gathered(t, axis, maps.units, "zero")
+    part = elements(maps.kv_heads if kind == A.KV_HEADS else maps.heads, hd)
+    if kind == A.QKV:  # the same heads in each of the fused q, k and v blocks
+        n = t.shape[axis] // 3
+        part = torch.cat([torch.where(part >= 0, part + i * n, part) for i in range(3)])
+    return Gathered(t, axis, part, "zero")
+
+
+def expand_tensor(t: torch.Tensor, role: TensorRole, name: str, maps: Maps, recipe: Recipe,
+                  zero_output: bool = False, alloc: Alloc = fresh) -> torch.Tensor:
+    """One tensor, in its own dtype (arithmetic in `math_dtype`, rounded once): the produce
+    side gathered, then the consume side split, straight into one output from `alloc`.
+    Norms come back in the math dtype; a tensor with no resized axis comes back as it is."""
     g = recipe.generator
     if role.axes == (A.NORM,):
-        return expand_norm(t, name.endswith("bias"), maps, recipe)
-    out = t
-    for axis, kind in enumerate(role.axes):
-        if kind == A.RES_OUT:
-            out = gather(out, axis, maps.stream, 1, recipe.fill)
-        elif kind == A.Q_HEADS:
-            out = gather(out, axis, maps.heads, hd, "zero")
-        elif kind == A.KV_HEADS:
-            out = gather(out, axis, maps.kv_heads, hd, "zero")
-        elif kind == A.QKV:
-            parts = out.chunk(3, dim=axis)
-            out = torch.cat([gather(p, axis, maps.heads, hd, "zero") for p in parts], dim=axis)
-        elif kind == A.UNITS:
-            out = gather(out, axis, maps.units, 1, "zero")
-    for axis, kind in enumerate(role.axes):
-        if kind == A.RES_IN:
-            out = split(out, axis, maps.stream, 1, recipe.split, g)
-        elif kind == A.HEADS_IN:
-            out = split(out, axis, maps.heads, hd, recipe.split, g, zero_sum=zero_output)
-        elif kind == A.UNITS_IN:
-            out = split(out, axis, maps.units, 1, recipe.split, g, zero_sum=zero_output)
+        return expand_norm(t.to(math_dtype(t.dtype)), name.endswith("bias"), maps, recipe)
+    src = _gathered(t, role, maps, recipe)
+    consumed = [(axis, kind) for axis, kind in enumerate(role.axes) if kind in _CONSUMERS]
+    if len(consumed) > 1:
+        raise ValueError(f"a tensor role with two resized input axes is not supported: {role.axes}")
     if zero_output and role.block_output and len(role.axes) == 1:
-        out = torch.zeros_like(out)  # the output projection's bias
-    return out
+        return torch.zeros(src.shape, dtype=t.dtype, device=t.device)  # the output projection's bias
+    if not consumed:
+        return t if src.axis is None else src.stored(alloc)
+    axis, kind = consumed[0]
+    if kind == A.RES_IN:
+        return split_gathered(src, axis, maps.stream, 1, recipe.split, g, alloc=alloc)
+    index, group = (maps.heads, maps.head_dim) if kind == A.HEADS_IN else (maps.units, 1)
+    return split_gathered(src, axis, index, group, recipe.split, g, zero_sum=zero_output, alloc=alloc)
 
 
 def identity_norm(shape: tuple[int, ...], is_bias: bool, dtype: torch.dtype) -> torch.Tensor:
@@ -265,7 +255,7 @@ def aki_merge(own: torch.Tensor, nxt: torch.Tensor, role: TensorRole, maps: Maps
             continue
         index = getattr(maps, _PRODUCERS[kind])
         group = 1 if kind == A.UNITS else maps.head_dim
-        added = _elements(torch.arange(int(index.max()) + 1, len(index)), group)
+        added = elements(torch.arange(int(index.max()) + 1, len(index)), group)
         if kind == A.QKV:  # the same heads in each of the fused q, k and v blocks
             added = torch.cat([added + part * len(index) * group for part in range(3)])
         added = added.to(out.device)

@@ -8,21 +8,28 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-
-from tests.helpers.models import HUB_TOKEN, tiny_llama, tiny_vit
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-# The test models are tiny and launch-bound: one intra-op thread is faster, does not
-# spin-wait against other processes, and makes float results independent of the core count.
-torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_intra_op_thread() -> None:
+    """The test models are tiny and launch-bound: one intra-op thread is faster, does not
+    spin-wait against other processes, and makes float results independent of the core
+    count. Set in the processes that run tests (torch is not imported at conftest load, so
+    pytest-xdist's controller starts without it)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
 def _llama_template(tmp_path_factory) -> Path:
     """The tiny Llama saved once per session; each test gets its own copy (copying the folder
     is ~60x cheaper than building and saving the model again)."""
+    from tests.helpers.models import tiny_llama
+
     path = tmp_path_factory.mktemp("template") / "llama-tiny"
     tiny_llama().save_pretrained(path)
     return path
@@ -38,6 +45,8 @@ def llama_dir(tmp_path: Path, _llama_template: Path) -> Path:
 @pytest.fixture
 def llama_sharded_dir(tmp_path: Path) -> Path:
     path = tmp_path / "llama-sharded"
+    from tests.helpers.models import tiny_llama
+
     tiny_llama(1).save_pretrained(path, max_shard_size="20KB")
     return path
 
@@ -45,6 +54,8 @@ def llama_sharded_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def vit_dir(tmp_path: Path) -> Path:
     path = tmp_path / "vit-tiny"
+    from tests.helpers.models import tiny_vit
+
     tiny_vit().save_pretrained(path)
     return path
 
@@ -100,6 +111,7 @@ def hub(monkeypatch, tmp_path):
     with a token and a private HF_HOME, online for this test only."""
     import huggingface_hub.constants as hc
     from tests.helpers.hub_server import HubServer
+    from tests.helpers.models import HUB_TOKEN
 
     with HubServer() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)

@@ -3,27 +3,34 @@
 The writer is given the output's tensor layout up front (names, shapes, dtypes: every
 operator knows it before computing), so it lays out Hub-style shards and their headers
 first and then writes each tensor straight to its final offset as it arrives - in any
-order, from any thread - holding one tensor in memory at a time. Everything goes to a
-hidden temporary folder beside the target, is fsynced, and is renamed into place only
-when complete: an interrupted write leaves nothing that looks like a checkpoint.
+order, from any thread - holding one tensor in memory at a time. Each shard is hashed
+while it is written (`zoo.hashing.WriteHasher`: from the writer's memory, or from a copy
+of a tensor written ahead of the hash), so it is not read again. Large shards go to disk
+around the page cache, written by a background thread while the rest is computed
+(`zoo.direct_io`; elsewhere through the page cache, its writeback started as it fills).
+Everything goes to a hidden temporary folder beside the target, is fsynced, and is
+renamed into place only when complete: an interrupted write leaves nothing that looks
+like a checkpoint.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import glob
+import hashlib
 import json
 import math
 import os
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
+from .direct_io import ALIGN, DiskQueue, open_direct, probe
 from .errors import MismatchError, ZooError
-from .hashing import sha256_file, sha256_files
+from .hashing import BLOCK, WriteHasher, sha256_file
 from .safetensors_format import DTYPES, TORCH_TO_TAG
 from .temporaries import PARTIAL_MARK, is_stale, pause_point, remove, temp_name
 
@@ -172,8 +179,36 @@ def plan_shards(specs: list[TensorSpec], max_shard_bytes: int) -> list[list[Tens
     return shards
 
 
+FLUSH_STEP = 64 * 1024 * 1024
+
+
+def _sync_file_range():
+    """libc's sync_file_range (Linux), or None."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError, TypeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing these bytes to disk, without waiting (Linux; elsewhere,
+    and on any error, nothing: the fsync before the rename is what makes the write durable)."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+
+
+DIRECT_MIN = 1024 * 1024  # ranges smaller than this go through the page cache
+
+
 class _Shard:
-    def __init__(self, path: Path, specs: list[TensorSpec], metadata: dict[str, str]):
+    def __init__(self, path: Path, specs: list[TensorSpec], metadata: dict[str, str], disk: DiskQueue | None):
         header: dict = {"__metadata__": metadata}
         offsets: dict[str, int] = {}
         pos = 0
@@ -188,7 +223,11 @@ class _Shard:
         self.offsets = offsets
         self.size = self.data_start + pos
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.pwrite(self.fd, len(raw).to_bytes(8, "little") + raw, 0)
+        head = len(raw).to_bytes(8, "little") + raw
+        os.pwrite(self.fd, head, 0)
+        self.hasher = WriteHasher(self.fd, head, self.size, before_read=disk.drain if disk else None)
+        self._lock = threading.Lock()
+        self._flushed = 0  # bytes whose writeback has been started
         try:  # reserve the blocks up front: writing into a sparse file is several times slower
             os.posix_fallocate(self.fd, 0, self.size)
         except (AttributeError, OSError) as e:
@@ -196,9 +235,72 @@ class _Shard:
                 os.close(self.fd)
                 raise
             os.ftruncate(self.fd, self.size)
+        self.disk = disk
+        self.direct = self._open_direct() if disk is not None else None
+
+    def _open_direct(self) -> int | None:
+        """A descriptor writing around the page cache, if the filesystem has working direct
+        I/O (probed on the last whole block of data, which a tensor overwrites later)."""
+        last = self.size // ALIGN * ALIGN - ALIGN
+        if last - self.data_start < DIRECT_MIN:
+            return None
+        fd = open_direct(self.path)
+        if fd is not None and not probe(fd, last):
+            os.close(fd)
+            fd = None
+        return fd
+
+    def put(self, offset: int, data: memoryview) -> None:
+        """Write bytes at `offset`, hashing them as written when they are next in the file.
+        With direct I/O, the disk thread writes everything (`zoo.direct_io`): the aligned
+        middle of a large range around the page cache, the rest through it; without, this
+        thread writes through the page cache in blocks (several times faster than one
+        huge write)."""
+        claimed = self.hasher.claim(offset)  # (a failed write leaves it claimed: no digest, none needed)
+        if self.direct is None:
+            self._buffered(offset, data, claimed)
+        else:
+            lo, hi = -(-offset // ALIGN) * ALIGN, (offset + len(data)) // ALIGN * ALIGN
+            if hi - lo < DIRECT_MIN:
+                lo = hi = offset + len(data)
+            self._cached(offset, data[: lo - offset], claimed)
+            self.disk.write(self.direct, lo, data[lo - offset: hi - offset], self.hasher.update if claimed else None)
+            self._cached(hi, data[hi - offset:], claimed)
+        if claimed:
+            self.hasher.release()
+        else:
+            self.hasher.wrote(offset, data)
+        if self.direct is None:
+            self._flush_behind()
+
+    def _cached(self, offset: int, data: memoryview, claimed: bool) -> None:
+        self.disk.write_cached(self.fd, offset, data)
+        if claimed and len(data):
+            self.hasher.update(data)
+
+    def _buffered(self, offset: int, data: memoryview, claimed: bool) -> None:
+        for at in range(0, len(data), BLOCK):
+            block = data[at: at + BLOCK]
+            while len(block):
+                n = os.pwrite(self.fd, block, offset)
+                if claimed:
+                    self.hasher.update(block[:n])
+                block, offset = block[n:], offset + n
+
+    def _flush_behind(self) -> None:
+        """Start writing the hashed prefix (all written) to disk every FLUSH_STEP bytes, so
+        that the disk works while the rest is computed and the final fsync has little left."""
+        done = self.hasher.hashed
+        with self._lock:
+            if done - self._flushed < FLUSH_STEP:
+                return
+            start, self._flushed = self._flushed, done
+        start_writeback(self.fd, start, done - start)
 
     def close(self) -> None:
-        os.close(self.fd)  # fsynced in _finish, overlapped with hashing
+        if self.direct is not None:
+            os.close(self.direct)
+        os.close(self.fd)  # fsynced in _finish
 
 
 class CheckpointWriter:
@@ -241,6 +343,7 @@ class CheckpointWriter:
         self._written: set[str] = set()
         self._bytes: dict[str, int] = {}
         self._where: dict[str, _Shard] = {}
+        self._disk: DiskQueue | None = None
 
     def __enter__(self) -> "CheckpointWriter":
         self._folder_cm = atomic_folder(self.target, self.overwrite)
@@ -248,11 +351,17 @@ class CheckpointWriter:
         try:
             groups = plan_shards(list(self.specs.values()), self.max_shard_bytes)
             self.shard_names = _shard_names(len(groups), self.stem)
-            self.shards = [_Shard(self.tmp / n, g, self.file_metadata) for n, g in zip(self.shard_names, groups)]
+            large = any(sum(s.nbytes for s in g) >= DIRECT_MIN for g in groups)
+            self._disk = DiskQueue() if large else None
+            self.shards = [_Shard(self.tmp / n, g, self.file_metadata, self._disk)
+                           for n, g in zip(self.shard_names, groups)]
+            if all(shard.direct is None for shard in self.shards):
+                self._stop_disk(wait=False)  # (no direct I/O here after all)
             for shard in self.shards:
                 for name in shard.offsets:
                     self._where[name] = shard
         except BaseException as e:
+            self._stop_disk(wait=False)
             self._folder_cm.__exit__(type(e), e, e.__traceback__)
             raise
         return self
@@ -280,11 +389,8 @@ class CheckpointWriter:
             raise MismatchError(f"{self.target}: slice [{start}, {start + t.numel()}) is outside tensor {name!r}")
         shard = self._where[name]
         if t.numel():
-            view = memoryview(t.view(torch.uint8).numpy())
-            offset = shard.data_start + shard.offsets[name] + start * itemsize
-            while len(view):
-                n = os.pwrite(shard.fd, view, offset)
-                view, offset = view[n:], offset + n
+            shard.put(shard.data_start + shard.offsets[name] + start * itemsize,
+                      memoryview(t.view(torch.uint8).numpy()))
         with self._lock:
             done = self._bytes.get(name, 0) + t.numel() * itemsize
             if name in self._written or done > spec.nbytes:
@@ -305,6 +411,7 @@ class CheckpointWriter:
                 missing = [n for n in self.specs if n not in self._written]
                 if missing:
                     raise ZooError(f"{self.target}: {len(missing)} planned tensors never written (first: {missing[0]!r})")
+            self._stop_disk(wait=exc_type is None)
             for shard in self.shards:
                 shard.close()
             if exc_type is None:
@@ -314,29 +421,56 @@ class CheckpointWriter:
             raise
         self._folder_cm.__exit__(exc_type, exc, tb)
 
+    def _stop_disk(self, wait: bool) -> None:
+        """Finish the direct writes (raising their error when `wait`) and stop their thread."""
+        disk, self._disk = self._disk, None
+        if disk is not None:
+            try:
+                if wait:
+                    disk.drain()
+            finally:
+                disk.close()
+
     def _finish(self) -> None:
+        """Write the small files, each hashed from the bytes written; fsync everything."""
         tmp = self.tmp
+        # shards: hashed as written (one whose ranges did not tile it exactly is read)
+        digests = {s.path.name: s.hasher.hexdigest() or sha256_file(s.path) for s in self.shards}
+
+        def put(rel: str, data: bytes) -> None:
+            (tmp / rel).write_bytes(data)
+            digests[rel] = hashlib.sha256(data).hexdigest()
+
         if len(self.shards) > 1:
             index = {
                 "metadata": {"total_size": sum(s.nbytes for s in self.specs.values())},
                 "weight_map": {name: shard.path.name for name, shard in self._where.items()},
             }
-            (tmp / f"{self.stem}.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+            put(f"{self.stem}.safetensors.index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
         for rel, src in self.side_files.items():
-            shutil.copyfile(src, tmp / rel)
+            with open(tmp / rel, "wb") as dst:
+                digests[rel] = sha256_file(src, copy_to=dst)  # copied and hashed in one read
         if self.config is not None:
-            (tmp / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+            put("config.json", (json.dumps(self.config, indent=2, sort_keys=True) + "\n").encode())
         for rel, content in self.extra_files.items():
-            data = content.encode() if isinstance(content, str) else content
-            (tmp / rel).write_bytes(data)
+            put(rel, content.encode() if isinstance(content, str) else content)
         paths = sorted(tmp.iterdir(), key=lambda p: (not p.name.endswith(".safetensors"), p.name))
-        # flush to disk (I/O wait) while the shards hash from the page cache (CPU)
-        with ThreadPoolExecutor(max_workers=1) as flusher:
-            flushed = flusher.submit(_fsync_files, paths)
-            digests = sha256_files(paths)
-            flushed.result()
-        files = [WrittenFile(p.name, p.stat().st_size, d) for p, d in zip(paths, digests)]
+        _fsync_files(paths)
+        files = [WrittenFile(p.name, p.stat().st_size, digests.get(p.name) or sha256_file(p)) for p in paths]
         self.result = WrittenCheckpoint(self.target, files)
+
+
+def all_finite(t: "torch.Tensor") -> bool:
+    """No inf or NaN in `t`. min and max carry a NaN and show an inf, and one reading pass
+    for both is several times faster than building isfinite's mask of the whole tensor."""
+    import torch
+
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        return bool(torch.isfinite(t).all())  # (float8: no min/max kernels)
+    lo, hi = torch.aminmax(t.reshape(-1))
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 def specs_from_tensors(tensors: Mapping[str, "torch.Tensor"]) -> list[TensorSpec]:

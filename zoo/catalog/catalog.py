@@ -22,7 +22,7 @@ from sqlmodel import Session, col, func, select
 from ..checkpoint import Checkpoint
 from ..errors import NotFoundError, RefusedError, ZooError, did_you_mean
 from ..families import catalog_label
-from ..hashing import Progress, combined_digest, sha256_file, sha256_files
+from ..hashing import BackgroundHashes, Progress, combined_digest, sha256_file, sha256_files
 from ..temporaries import pause_point, remove as remove_temporary, stale_temporaries, temp_name
 from ..writer import WrittenCheckpoint, copy_files, save_tensors
 from . import store as store_files
@@ -204,11 +204,14 @@ class Catalog:
         metrics: dict | None = None,
         progress: Progress | None = None,
         source: str | None = None,
+        hashes: BackgroundHashes | None = None,
     ) -> AddResult:
         """Index a checkpoint in place (or copy it into the store); legacy pickles are
         converted to safetensors in the store. Identical bytes return the existing entry.
         `source` (e.g. `hub:org/name@commit`): `path` is a folder already written in the
-        store (`incoming_path()`) that the entry adopts, with `source` as its location."""
+        store (`incoming_path()`) that the entry adopts, with `source` as its location.
+        `hashes`: the hashing of the checkpoint's files, started earlier by the caller (used
+        when it hashes exactly the files indexed in place; the caller cancels it on error)."""
         ckpt = Checkpoint.open(path)
         _check_addable(ckpt, in_place=source is None and not copy and not ckpt.needs_conversion)
         name = _check_name(name or _default_name(ckpt))
@@ -232,7 +235,7 @@ class Catalog:
                 written = copy_files(ckpt.root, ckpt.files(), incoming, progress)
                 files = [(f.path, f.size, f.sha256) for f in written.files]
             else:
-                files = _hash_in_place(ckpt, progress)
+                files = _hash_in_place(ckpt, progress, hashes)
             digest = combined_digest((rel, sha) for rel, _, sha in files)
             existing = self.find_digest(digest)
             if existing is not None:
@@ -787,13 +790,18 @@ def _mtime_of(f: tuple, path: Path) -> int | None:
         return None
 
 
-def _hash_in_place(ckpt: Checkpoint, progress: Progress | None = None) -> list[tuple[str, int, str]]:
+def _hash_in_place(ckpt: Checkpoint, progress: Progress | None = None,
+                   hashes: BackgroundHashes | None = None) -> list[tuple[str, int, str]]:
     """(file, size, sha256) of a checkpoint indexed where it is (files hash in parallel
-    threads), with the size and mtime each had before hashing; a file that changes while it
-    is hashed is refused (its digest would describe no bytes that ever existed as a whole)."""
+    threads, or already are: `hashes`), with the size and mtime each had before hashing; a
+    file that changes while it is hashed is refused (its digest would describe no bytes
+    that ever existed as a whole)."""
     paths = [ckpt.root / rel for rel in ckpt.files()]
-    before = [p.stat() for p in paths]
-    digests = sha256_files(paths, progress)
+    if hashes is not None and hashes.paths == paths and hashes.stats is not None:
+        before, digests = hashes.stats, hashes.result()
+    else:
+        before = [p.stat() for p in paths]
+        digests = sha256_files(paths, progress)
     for p, st in zip(paths, before):
         now = p.stat()
         if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):

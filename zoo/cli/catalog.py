@@ -75,13 +75,25 @@ def add(
     Example: zoo add ./my-llama --name llama-base --tag base
     """
     from ..checkpoint import Checkpoint
+    from ..hashing import BackgroundHashes
 
-    cat = catalog()
     parents = [_parse_parent(p) for p in parent]
-    ckpt = Checkpoint.open(path)
+    try:
+        ckpt = Checkpoint.open(path)
+    except ZooError:
+        catalog()  # (a catalog's own problem is still said first, and the catalog made, as always)
+        raise
     total = sum((ckpt.root / f).stat().st_size for f in ckpt.files())
     with byte_progress("copying" if copy else "hashing", total) as advance:
-        result = cat.add(path, name, copy=copy, tags=tag, parents=parents, progress=advance)
+        # indexed in place: the files hash while the catalog opens (most of the start-up)
+        early = None if copy or ckpt.needs_conversion else \
+            BackgroundHashes([ckpt.root / f for f in ckpt.files()], advance)
+        try:
+            cat = catalog()
+            result = cat.add(path, name, copy=copy, tags=tag, parents=parents, progress=advance, hashes=early)
+        finally:
+            if early is not None:
+                early.cancel()
     e = result.entry
     if as_json:
         print_json({**cat.show(e), "created": result.created})
