@@ -39,10 +39,18 @@ def zoo_env(tmp_path, llama_dir):
     return env, zoo, tmp_path / "store", ft
 
 
+def _interruptible() -> None:
+    """In the child: SIGINT at its default, as for a command typed at a terminal (a test run
+    started as a background job inherits SIGINT ignored, and `zoo` rightly leaves an ignored
+    SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_paused(env: dict, point: str, *args: str) -> subprocess.Popen:
     """Start `zoo ARGS` and return once it is paused at `point`."""
     proc = subprocess.Popen([sys.executable, "-m", "zoo", *args], env={**env, "ZOO_TEST_PAUSE": point},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)
     deadline = time.monotonic() + 120
     seen = []
     while time.monotonic() < deadline:
