@@ -10,12 +10,15 @@ from zoo.command_kit import (catalog, device_option, json_option, no_cache_optio
                              tag_option)
 from zoo.console import human_bytes, human_count, out as out_console, print_json
 
+from .commands_moe import install as install_moe
+from .run_report import reported
+
 app = typer.Typer()
 
 
 def install(root: typer.Typer) -> None:
     root.add_typer(app)
-    __import__(f"{__package__}.commands_moe", fromlist=["install"]).install(root)  # zoo moe (merging.commands_moe)
+    install_moe(root)
 
 
 def _method_help() -> str:
@@ -71,12 +74,7 @@ def merge(
             out_console.print(f"{name or '(final)'}: [bold]{r.entry.ref}[/bold] {what}")
         return
     e = result.entry
-    if as_json:
-        print_json({**cat.show(e), "reused": result.reused, "seconds": result.seconds})
-        return
-    if result.reused:
-        out_console.print(f"reused {e.ref}: the same merge of the same inputs was already recorded (--no-cache to redo)")
-    else:
+    if not reported(cat, result, as_json, "merge of the same inputs"):
         out_console.print(f"merged [bold]{e.ref}[/bold] in {result.seconds:.2f} s  ({human_count(e.num_params)} params, {e.dtype}, {human_bytes(e.bytes)})")
     chosen = search_summary(cat, e)
     if chosen:
@@ -123,11 +121,7 @@ def extract_lora(
         result = run_operator(cat, "merge.extract_lora", parents, params, out, tags=tag, reuse=not no_cache,
                               progress=advance)
     e = result.entry
-    if as_json:
-        print_json({**cat.show(e), "reused": result.reused, "seconds": result.seconds})
-        return
-    if result.reused:
-        out_console.print(f"reused {e.ref}: the same extraction was already recorded (--no-cache to redo)")
+    if reported(cat, result, as_json, "extraction"):
         return
     run = cat.producing_run(e)
     ranks = (((run.timings or {}).get("notes") or {}).get("extract_lora") or {}).get("lora_ranks", {}) if run else {}

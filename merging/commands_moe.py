@@ -9,7 +9,9 @@ import typer
 
 from zoo.command_kit import (catalog, device_option, json_option, no_cache_option, out_option, seed_option,
                              tag_option)
-from zoo.console import human_bytes, human_count, out as out_console, print_json
+from zoo.console import human_bytes, human_count, out as out_console
+
+from .run_report import reported
 
 app = typer.Typer()
 
@@ -56,11 +58,7 @@ def moe(
         result = build_moe(cat, cfg, seed=seed, allow_all_same=allow_all_same, out=out, tags=tag, reuse=not no_cache,
                            device=device, progress=advance, max_shard_size=shard_size(out_shard_size))
     e = result.entry
-    if as_json:
-        print_json({**cat.show(e), "reused": result.reused, "seconds": result.seconds})
-        return
-    if result.reused:
-        out_console.print(f"reused {e.ref}: the same MoE of the same models was already recorded (--no-cache to redo)")
+    if reported(cat, result, as_json, "MoE of the same models"):
         return
     out_console.print(f"built [bold]{e.ref}[/bold] in {result.seconds:.2f} s  ({len(cfg.experts)} experts, "
                       f"{cfg.experts_per_token} per token, {human_count(e.num_params)} params, {e.dtype}, "
