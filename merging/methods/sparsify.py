@@ -30,10 +30,33 @@ def select(values: torch.Tensor, ranks: list[int]) -> list[tuple[float, int]]:
         picked = ordered[torch.tensor(ranks, device=values.device)]
         greater = n - torch.searchsorted(ordered, picked, right=True)
         return [(float(v), int(g)) for v, g in zip(picked.tolist(), greater.tolist())]
-    arr = values.numpy()
+    if values.dtype != torch.bfloat16:  # (numpy has every other float dtype)
+        return [(float(v), g) for v, g in _select(values.numpy(), ranks)]
+    # bfloat16, which numpy lacks: its bits as int16 keys in the same order (sign-magnitude
+    # flipped to two's complement), selected, then flipped back (the flip is its own inverse)
+    keys = values.view(torch.int16).numpy()
+    _order_keys(keys)
+    try:
+        picked = _select(keys, ranks)
+    finally:
+        _order_keys(keys)
+    as_bf16 = torch.tensor([_order_keys(np.array([k], dtype=np.int16))[0] for k, _ in picked], dtype=torch.int16)
+    return [(float(v), g) for v, (_, g) in zip(as_bf16.view(torch.bfloat16).tolist(), picked)]
+
+
+def _order_keys(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (int16) <-> keys that sort as the values do, in place: negative values
+    get their magnitude bits flipped."""
+    bits ^= (bits >> 15) & np.int16(0x7FFF)
+    return bits
+
+
+def _select(arr: np.ndarray, ranks: list[int]) -> list[tuple[np.generic, int]]:
+    """`select` on a numpy array (any ordered dtype), values as numpy scalars."""
+    n = arr.size
     if n <= 1 << 20:
         arr.partition(ranks)
-        return [(float(arr[r]), int(np.count_nonzero(arr > arr[r]))) for r in ranks]
+        return [(arr[r], int(np.count_nonzero(arr > arr[r]))) for r in ranks]
     stride = max(1, n // 262144)
     sample = np.sort(arr[::stride])
     m = sample.size
@@ -54,10 +77,10 @@ def select(values: torch.Tensor, ranks: list[int]) -> list[tuple[float, int]]:
             k = r - below
             cand.partition(k)
             value = cand[k]
-            out.append((float(value), n - below - int(np.count_nonzero(cand <= value))))
+            out.append((value, n - below - int(np.count_nonzero(cand <= value))))
         else:  # the sample misled us (rare): select over everything
             value = np.partition(arr, r)[r]
-            out.append((float(value), int(np.count_nonzero(arr > value))))
+            out.append((value, int(np.count_nonzero(arr > value))))
     return out
 
 

@@ -29,7 +29,7 @@ class TopK:
             return delta.zero_()
         kept = torch.hardshrink(delta, self.threshold) if self.threshold > 0 else delta.clone()
         if self.ties > 0:
-            if delta.device.type == "cpu":
+            if delta.device.type == "cpu" and delta.dtype != torch.bfloat16:  # (numpy lacks bfloat16)
                 arr = delta.numpy()
                 tied = torch.from_numpy(np.flatnonzero(np.abs(arr) == arr.dtype.type(self.threshold))[: self.ties])
             else:

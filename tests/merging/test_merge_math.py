@@ -214,3 +214,17 @@ def test_ties_keeps_exactly_k_with_ties_taken_in_order():
     big = torch.randint(-3, 4, (3_000_000,)).float()  # a huge tensor full of ties (sampled selection)
     kept = apply("ties", torch.zeros_like(big), [big], weight=1.0, density=0.3)
     assert (kept != 0).sum().item() == int(0.3 * big.numel())
+
+
+@pytest.mark.parametrize("n", [1000, 3 << 20])  # the in-memory partition and the bracketed pass
+def test_select_in_bfloat16_equals_select_over_the_same_values_in_float32(n):
+    """numpy has no bfloat16: selection runs on order-preserving int16 keys, signs included,
+    and gives back the tensor's values unchanged (reordered at most)."""
+    from merging.methods.sparsify import select
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g).to(torch.bfloat16)  # many ties, half negative
+    ranks = [0, n // 7, n // 2, n - 2, n - 1]
+    work = x.clone()
+    assert select(work, ranks) == select(x.float(), ranks)
+    assert torch.equal(work.sort().values, x.sort().values)
