@@ -204,7 +204,8 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
-DIRECT_MIN = 1024 * 1024  # ranges smaller than this go through the page cache
+DIRECT_MIN = 256 * 1024  # aligned middles smaller than this go through the page cache (a 1 MiB chunk at an
+# unaligned offset has a middle just under 1 MiB: it must still go direct)
 
 
 class _Shard:
