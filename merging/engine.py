@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,6 +24,7 @@ from zoo.writer import CheckpointWriter, TensorSpec
 
 from .job import TensorJob, in_memory
 from .methods import MergeMethod
+from .schedule import budget_for, run_within_budget
 from .settings import layer_position, resolve
 from .spec import MergeParams
 from .tokenizer.plan import plan as tokenizer_plan
@@ -116,31 +116,6 @@ def check_shared_names(ref: Checkpoint, models: list[Checkpoint], has_base: bool
                                 "shared and keep the base's layout")
 
 
-class _Budget:
-    """Elements of tensors being worked on at once (a counting lock)."""
-
-    def __init__(self, limit: int):
-        self.limit, self.used = limit, 0
-        self.cond = threading.Condition()
-
-    def __call__(self, n: int):
-        n = min(n, self.limit)
-        budget = self
-
-        class _Hold:
-            def __enter__(self_inner):
-                with budget.cond:
-                    budget.cond.wait_for(lambda: budget.used + n <= budget.limit)
-                    budget.used += n
-
-            def __exit__(self_inner, *exc):
-                with budget.cond:
-                    budget.used -= n
-                    budget.cond.notify_all()
-
-        return _Hold()
-
-
 def merge_checkpoints(
     method: MergeMethod,
     base: Checkpoint | None,
@@ -221,36 +196,34 @@ def merge_checkpoints(
     extra = {"extra_files": vocab.files} if vocab.files else {}
     writer = open_writer(specs, config=config or None, side_files=side, max_shard_size=params.max_shard_size, **extra)
 
-    largest = max((ref.info(n).numel for n in names), default=1)
-    budget = _Budget(max(largest, 64 * 1024 * 1024))
+    numel = {name: ref.info(name).numel for name in names}
 
     def work(item) -> None:
         index, (name, merge_it, present) = item
         info = ref.info(name)
-        with budget(info.numel):
-            rows = _aligned(vocab, name, members, base is not None, present, rounded) \
-                if vocab.covers(name) else None  # token rows laid out in the new vocabulary
-            if not merge_it:
-                writer.write_slice(name, 0, ref.read(name) if rows is None else rows[0])
+        rows = _aligned(vocab, name, members, base is not None, present, rounded) \
+            if vocab.covers(name) else None  # token rows laid out in the new vocabulary
+        if not merge_it:
+            writer.write_slice(name, 0, ref.read(name) if rows is None else rows[0])
+        else:
+            if rows is None:
+                base_src = rounded_source(lambda s, c, n=name: base.read(n, s, c), rounded) \
+                    if base is not None else None
+                model_srcs = [rounded_source(lambda s, c, n=name, m=models[i]: m.read(n, s, c), rounded)
+                              for i in present]
             else:
-                if rows is None:
-                    base_src = rounded_source(lambda s, c, n=name: base.read(n, s, c), rounded) \
-                        if base is not None else None
-                    model_srcs = [rounded_source(lambda s, c, n=name, m=models[i]: m.read(n, s, c), rounded)
-                                  for i in present]
-                else:
-                    offset = 1 if base is not None else 0
-                    base_src = in_memory(rows[0]) if base is not None else None
-                    model_srcs = [in_memory(rows[offset + i]) for i in present]
-                t = layer_position(name, layers, family)
-                job = TensorJob(
-                    name=name, shape=vocab.shape(name, info.shape),
-                    base=base_src, models=model_srcs,
-                    params=[resolve(model_settings[i], method.model_params, name, t, method.name) for i in present],
-                    shared=resolve(params.parameters, method.shared_params, name, t, method.name),
-                    seed=params.seed, device=devices[index % len(devices)], dtype=compute, family=family,
-                )
-                method.run(job, lambda start, chunk: writer.write_slice(name, start, chunk))
+                offset = 1 if base is not None else 0
+                base_src = in_memory(rows[0]) if base is not None else None
+                model_srcs = [in_memory(rows[offset + i]) for i in present]
+            t = layer_position(name, layers, family)
+            job = TensorJob(
+                name=name, shape=vocab.shape(name, info.shape),
+                base=base_src, models=model_srcs,
+                params=[resolve(model_settings[i], method.model_params, name, t, method.name) for i in present],
+                shared=resolve(params.parameters, method.shared_params, name, t, method.name),
+                seed=params.seed, device=devices[index % len(devices)], dtype=compute, family=family,
+            )
+            method.run(job, lambda start, chunk: writer.write_slice(name, start, chunk))
         if progress is not None:
             progress(1)
 
@@ -264,9 +237,8 @@ def merge_checkpoints(
                 for item in enumerate(plans):
                     work(item)
             else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    for _ in pool.map(work, enumerate(plans)):
-                        pass
+                run_within_budget(list(enumerate(plans)), lambda item: numel[item[1][0]], work, workers,
+                                  budget_for(list(numel.values())))
     finally:
         torch.set_num_threads(threads)
     return writer, report
