@@ -132,3 +132,22 @@ def test_demo_builds_a_zoo_with_lineage(run):
     info = json.loads(run("show", "demo-llama-email", "--json")[1])
     assert info["parents"][0]["parent"] == "demo-llama@1" and info["run"]["operator"] == "demo.finetune"
     assert "used by" in out
+
+
+@pytest.mark.parametrize("args, rc", [(["--version"], 0), (["no-such-command"], 2)])
+def test_console_script_ends_fast_but_runs_exit_handlers_and_keeps_the_exit_code(args, rc):
+    """`zoo` (zoo.cli:run) skips the interpreter's teardown: the exit handlers (temporary
+    files) must still run after the command, its output must be complete, its code kept."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, sys; from zoo.cli import run; "
+            "atexit.register(lambda: print('exit handler ran', flush=True)); "
+            f"sys.argv = ['zoo', *{args!r}]; run()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == rc, proc.stderr
+    assert proc.stdout.endswith("exit handler ran\n")
+    if rc == 0:
+        assert proc.stdout.startswith("weightzoo ")
+    else:
+        assert "no such command" in proc.stderr
