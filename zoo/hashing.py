@@ -71,11 +71,27 @@ class BackgroundHashes:
         except OSError:
             self.stats = None
         self._stop = threading.Event()
+        self._progress, self._done, self._lock = progress, 0, threading.Lock()
         sizes = [s.st_size for s in self.stats] if self.stats else [0] * len(self.paths)
         order = sorted(range(len(self.paths)), key=lambda i: -sizes[i])
         pool = ThreadPoolExecutor(max_workers=hash_threads(len(self.paths), workers), thread_name_prefix="sha256")
-        self._futures = {i: pool.submit(sha256_file, self.paths[i], progress, None, self._stop) for i in order}
+        self._futures = {i: pool.submit(sha256_file, self.paths[i], self._advance, None, self._stop) for i in order}
         pool.shutdown(wait=False)  # its threads end with their last file
+
+    def _advance(self, n: int) -> None:
+        with self._lock:
+            self._done += n
+            progress = self._progress
+        if progress is not None:
+            progress(n)
+
+    def report_to(self, progress: Progress) -> None:
+        """Send progress from now on to `progress`, starting with the bytes already hashed
+        (hashing that began before the progress bar existed)."""
+        with self._lock:
+            self._progress, done = progress, self._done
+        if done:
+            progress(done)
 
     def result(self) -> list[str]:
         try:
@@ -86,6 +102,35 @@ class BackgroundHashes:
 
     def cancel(self) -> None:
         self._stop.set()
+
+
+_early: BackgroundHashes | None = None
+
+
+def start_early(paths: Iterable[Path]) -> None:
+    """Begin hashing files that a command about to start will want (`zoo add`, before its
+    imports): `take_early` hands the hashing over."""
+    global _early
+    cancel_early()
+    _early = BackgroundHashes(paths)
+
+
+def take_early(paths: Iterable[Path]) -> BackgroundHashes | None:
+    """The hashing `start_early` began, if it is of exactly these files (else it is stopped)."""
+    global _early
+    early, _early = _early, None
+    if early is not None and early.paths != [Path(p) for p in paths]:
+        early.cancel()
+        return None
+    return early
+
+
+def cancel_early() -> None:
+    """Stop hashing that was started early and never taken."""
+    global _early
+    if _early is not None:
+        _early.cancel()
+        _early = None
 
 
 def sha256_files(paths: Iterable[Path], progress: Progress | None = None, workers: int | None = None) -> list[str]:

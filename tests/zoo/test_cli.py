@@ -141,7 +141,7 @@ def test_console_script_ends_fast_but_runs_exit_handlers_and_keeps_the_exit_code
     import subprocess
     import sys
 
-    code = ("import atexit, sys; from zoo.cli import run; "
+    code = ("import atexit, sys; from zoo.entry import run; "
             "atexit.register(lambda: print('exit handler ran', flush=True)); "
             f"sys.argv = ['zoo', *{args!r}]; run()")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

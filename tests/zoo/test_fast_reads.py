@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -229,15 +230,17 @@ def test_values_converted_without_pydantic_are_what_typer_converts_them_to():
     from zoo.cli.help import commands
     from zoo.cli.plain_values import _UNSET, _plain
 
-    answered = 0
+    answered = paths = 0
     for _, cmd in commands(command()):
         for param in cmd.params:
             if not hasattr(param, "type_descriptor") or param.multiple or param.nargs == -1:
                 continue
-            for value in ("007", "12", "x y", "", "-3", "1_000", 5):
+            for value in ("007", "12", "x y", "", "-3", "1_000", 5, "/", "./no/such/file", "-", "~/x"):
                 plain = _plain(value, param.type_descriptor)
                 if plain is _UNSET:
                     continue
                 assert build_runtime_param(param.type_descriptor).coerce(value, param=param, ctx=None) == plain
                 answered += 1
+                paths += isinstance(plain, Path)
     assert answered > 100
+    assert paths > 10

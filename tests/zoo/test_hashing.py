@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import json
 import os
 import random
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -71,6 +74,51 @@ def test_cancelled_background_hashing_stops_at_the_next_block(tmp_path):
     go_on.set()
     with pytest.raises(HashingStopped):
         hashes.result()
+
+
+def test_progress_attached_after_hashing_began_counts_every_byte_once(files):
+    """`zoo add` starts hashing before its progress bar exists (zoo.entry): the bar gets the
+    bytes hashed so far when attached, then the rest."""
+    hashes = BackgroundHashes(files)
+    hashes.result()  # (all of it before the bar, the extreme case)
+    seen = []
+    hashes.report_to(seen.append)
+    assert sum(seen) == sum(p.stat().st_size for p in files)
+
+
+@pytest.mark.parametrize("argv, path", [
+    (["add", "ck"], "ck"),
+    (["--catalog", "c.db", "add", "ck", "--name", "n", "-t", "x", "--json"], "ck"),
+    (["-C", "c.db", "--debug", "add", "--parent", "p:base", "ck"], "ck"),
+    (["add", "ck", "--copy"], None),  # copied, not indexed in place: nothing to start
+    (["add", "ck", "other"], None),  # a usage mistake: left to the CLI
+    (["add", "--help"], None),
+    (["ls", "ck"], None),
+    (["--version"], None),
+])
+def test_the_console_script_recognises_a_plain_zoo_add(argv, path):
+    from zoo.argv_scan import add_path
+
+    assert add_path(argv) == path
+
+
+def test_zoo_add_through_the_console_script_records_the_files_digests(tmp_path):
+    """The early hashing started before the CLI loads is the one recorded (and right)."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for k in range(2):
+        save_file({f"w{k}": torch.randn(300_000 + k, generator=g)}, folder / f"model-{k + 1:05d}-of-00002.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"w0": "model-00001-of-00002.safetensors", "w1": "model-00002-of-00002.safetensors"}}))
+    (folder / "config.json").write_text('{"model_type": "test"}')
+    proc = subprocess.run([sys.executable, "-m", "zoo", "--catalog", str(tmp_path / "c.db"), "add", str(folder), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    recorded = {f["path"]: f["sha256"] for f in json.loads(proc.stdout)["files"]}
+    assert recorded == {p.name: _digest(p) for p in folder.iterdir()}
 
 
 def test_hashing_a_missing_file_says_which(tmp_path, files):

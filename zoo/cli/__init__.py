@@ -9,20 +9,19 @@ Every error a user can cause prints one line (`error: ...`) and exits non-zero;
 """
 from __future__ import annotations
 
-import atexit
-import gc
 import importlib
 import os
 import signal
 import sys
 import threading
 from functools import lru_cache
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 import typer
 import typer.main
 
 from ..command_kit import choose_catalog
+from ..argv_scan import command_name
 from ..errors import ZooError
 from ..plugins import broken, install_commands
 from .plain_values import plain_values_first
@@ -42,7 +41,6 @@ CORE_GROUPS: dict[str, tuple[str, ...]] = {
     "maintenance": ("gc",),
 }
 _GROUP_OF = {name: group for group, names in CORE_GROUPS.items() for name in names}
-_ROOT_VALUE_OPTIONS = ("--catalog", "-C")  # the root options below that take a value
 
 
 def _new_root() -> typer.Typer:
@@ -87,19 +85,6 @@ def app_for(group: str | None = None) -> typer.Typer:
     if group is None:
         install_commands(root)
     return root
-
-
-def command_name(argv: list[str]) -> str | None:
-    """The command `argv` runs (its first word after the root options), or None."""
-    args = iter(argv)
-    for arg in args:
-        if arg in _ROOT_VALUE_OPTIONS:
-            next(args, None)
-        elif arg == "--":
-            return None
-        elif not arg.startswith("-"):
-            return arg
-    return None
 
 
 def command(argv: list[str] | None = None) -> Any:
@@ -198,24 +183,5 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
-def run() -> NoReturn:
-    """The `zoo` console script: `main()` in a process that starts and ends fast.
-
-    Python's cyclic GC runs full collections again and again while torch and the rest import
-    (hundreds of thousands of objects), and at exit the interpreter frees every object and
-    module one by one: together ~1 s of a 5 s merge, measured. A command creates few cycles,
-    so collections are made rarer (not off); at the end the exit handlers run (temporary
-    files, ...), the output is flushed, and the process ends without the teardown."""
-    gc.set_threshold(100_000, 50, 1000)
-    rc = main()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`zoo ls | head`) or a closed stream: nothing to add
-            pass
-    os._exit(rc)
-
-
 if __name__ == "__main__":
-    run()
+    sys.exit(main())

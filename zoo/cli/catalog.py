@@ -75,7 +75,7 @@ def add(
     Example: zoo add ./my-llama --name llama-base --tag base
     """
     from ..checkpoint import Checkpoint
-    from ..hashing import BackgroundHashes
+    from ..hashing import BackgroundHashes, take_early
 
     parents = [_parse_parent(p) for p in parent]
     try:
@@ -85,9 +85,16 @@ def add(
         raise
     total = sum((ckpt.root / f).stat().st_size for f in ckpt.files())
     with byte_progress("copying" if copy else "hashing", total) as advance:
-        # indexed in place: the files hash while the catalog opens (most of the start-up)
-        early = None if copy or ckpt.needs_conversion else \
-            BackgroundHashes([ckpt.root / f for f in ckpt.files()], advance)
+        # indexed in place: the files hash while the catalog opens (most of the start-up), or
+        # already do (the `zoo` script starts them before its imports: zoo.entry)
+        early = None
+        if not (copy or ckpt.needs_conversion):
+            paths = [ckpt.root / f for f in ckpt.files()]
+            early = take_early(paths)
+            if early is None:
+                early = BackgroundHashes(paths, advance)
+            else:
+                early.report_to(advance)
         try:
             cat = catalog()
             result = cat.add(path, name, copy=copy, tags=tag, parents=parents, progress=advance, hashes=early)

@@ -5,15 +5,20 @@ first use even for an option left at `None`, so every `zoo` command paid for imp
 pydantic (about 70 ms, a quarter of `zoo ls --json` on 100,000 models). For the plain cases
 the answer is known without it: `None` stays `None` (or `()` for a repeatable option), a
 text value of a text parameter is itself, and digits given to an integer parameter are that
-integer. Those are answered here; every other value (paths, floats, choices, lists,
+integer, and a path parameter without checks (the default: no `exists`, `resolve_path`,
+...) takes the text as a `Path`. Those are answered here; every other value (paths, floats, choices, lists,
 ranges, custom parsers) goes to Typer's own conversion, built when first needed, so
 messages and checks stay Typer's.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterator
 
 _UNSET = object()
+# a path parameter's settings when it asks for no checks (Typer's defaults)
+_UNCHECKED_PATH = {"exists": False, "file_okay": True, "dir_okay": True, "writable": False, "readable": True,
+                   "resolve_path": False, "allow_dash": False, "path_type": None}
 
 
 class _PlainFirst:
@@ -47,6 +52,9 @@ def _plain(value: Any, descriptor: Any) -> Any:
     annotation = descriptor.annotation
     if annotation is str and isinstance(value, str):
         return value
+    if annotation is Path and isinstance(value, str) and value and value != "-" \
+            and all(getattr(info, k, v) == v for k, v in _UNCHECKED_PATH.items()):
+        return Path(value)
     if annotation is int and info.min is None and info.max is None:
         if type(value) is int:
             return value
