@@ -227,13 +227,24 @@ class AdaptedCheckpoint:
             rank, cols = a_shape
             a = torch.stack([src.read(ch.a, k * cols + r0, r1 - r0) for k in range(rank)]).to(dtype)
             b = src.read(ch.b).to(dtype).view(b_shape)
-            delta = (a.T.contiguous() @ b.T.contiguous()) * ch.scale  # row-wise alike in any chunking
+            delta = _low_rank_product(a.T, b.T) * ch.scale
         else:  # delta rows r0:r1 = B[r0:r1] @ A
             rank = b_shape[1]
             b = src.read(ch.b, r0 * rank, (r1 - r0) * rank).to(dtype).view(r1 - r0, rank)
-            delta = (b @ self._lora_a(name, dtype)) * ch.scale
+            delta = _low_rank_product(b, self._lora_a(name, dtype)) * ch.scale
         flat = (rows + delta).reshape(-1)
         return flat[start - r0 * row: start - r0 * row + count].clone()
+
+
+def _low_rank_product(left: "torch.Tensor", right: "torch.Tensor") -> "torch.Tensor":
+    """left (m, r) @ right (r, n), a rank-r term at a time, each product and sum rounded
+    alone: every row comes out the same whatever rows are read with it (a BLAS matmul picks
+    its kernel and summation order by shape, so a chunk's rows could differ from the whole
+    tensor's in the last bit on some CPUs)."""
+    out = left[:, :1] * right[:1]
+    for k in range(1, left.shape[1]):
+        out.add_(left[:, k:k + 1] * right[k:k + 1])
+    return out
 
 
 # ----- a run's inputs with their adapters -----------------------------------------------------
