@@ -37,7 +37,7 @@ def hash_early(argv: list[str]) -> None:
 
 
 def run() -> NoReturn:
-    gc.set_threshold(100_000, 50, 1000)
+    gc.set_threshold(50_000, 20, 10)  # default (700, 10, 10): a full collection every ~10M allocations, not ~70k
     argv = sys.argv[1:]
     hash_early(argv)
     from .cli import main
