@@ -57,7 +57,10 @@ def merge(
     from zoo.console import item_progress
 
     from .frontend import merge_command, search_summary
+    from .mergekit_config import load_documents
 
+    if config:  # a bad file is refused before the catalog opens: a new --catalog path is not created for it
+        load_documents(str(config))
     cat = catalog()
     result = merge_command(
         cat, str(config) if config else None, method, base, model, weight, set_, dtype=dtype, out_dtype=out_dtype,

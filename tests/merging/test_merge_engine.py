@@ -181,6 +181,7 @@ def test_cli_yaml_errors_are_one_line(tmp_path, capsys, monkeypatch, text, needl
     assert main(["merge", str(cfg)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
+    assert not (tmp_path / "c.db").exists()  # refused before the catalog opened: nothing created
 
 
 @pytest.mark.parametrize("method,model_params,params", [
