@@ -9,7 +9,6 @@ keeps two huge tensors from being worked on at once.
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Callable
 

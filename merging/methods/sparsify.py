@@ -40,8 +40,8 @@ def select(values: torch.Tensor, ranks: list[int]) -> list[tuple[float, int]]:
         picked = _select(keys, ranks)
     finally:
         _order_keys(keys)
-    as_bf16 = torch.tensor([_order_keys(np.array([k], dtype=np.int16))[0] for k, _ in picked], dtype=torch.int16)
-    return [(float(v), g) for v, (_, g) in zip(as_bf16.view(torch.bfloat16).tolist(), picked)]
+    values_back = torch.from_numpy(_order_keys(np.array([k for k, _ in picked], dtype=np.int16)))
+    return [(float(v), g) for v, (_, g) in zip(values_back.view(torch.bfloat16).tolist(), picked)]
 
 
 def _order_keys(bits: np.ndarray) -> np.ndarray:

@@ -20,8 +20,8 @@ from typing import Any, Optional
 import typer
 import typer.main
 
-from ..command_kit import choose_catalog
 from ..argv_scan import command_name
+from ..command_kit import choose_catalog
 from ..errors import ZooError
 from ..plugins import broken, install_commands
 from .plain_values import plain_values_first
