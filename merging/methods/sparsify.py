@@ -15,9 +15,9 @@ import torch
 from ..job import TensorJob
 
 
-def select(values: torch.Tensor, ranks: list[int]) -> list[tuple[float, int]]:
+def select(values: torch.Tensor, ranks: list[int], keep_order: bool = False) -> list[tuple[float, int]]:
     """(value, number of elements strictly greater) at each ascending rank (0-based) of a
-    1-D tensor we own (it may be reordered).
+    1-D tensor we own (it may be reordered, unless `keep_order`).
 
     On the CPU: estimate a narrow bracket around each rank from a strided sample, then in
     one blocked pass count the elements below it and collect the few inside it, and select
@@ -31,13 +31,13 @@ def select(values: torch.Tensor, ranks: list[int]) -> list[tuple[float, int]]:
         greater = n - torch.searchsorted(ordered, picked, right=True)
         return [(float(v), int(g)) for v, g in zip(picked.tolist(), greater.tolist())]
     if values.dtype != torch.bfloat16:  # (numpy has every other float dtype)
-        return [(float(v), g) for v, g in _select(values.numpy(), ranks)]
+        return [(float(v), g) for v, g in _select(values.numpy(), ranks, keep_order)]
     # bfloat16, which numpy lacks: its bits as int16 keys in the same order (sign-magnitude
     # flipped to two's complement), selected, then flipped back (the flip is its own inverse)
     keys = values.view(torch.int16).numpy()
     _order_keys(keys)
     try:
-        picked = _select(keys, ranks)
+        picked = _select(keys, ranks, keep_order)
     finally:
         _order_keys(keys)
     values_back = torch.from_numpy(_order_keys(np.array([k for k, _ in picked], dtype=np.int16)))
@@ -51,10 +51,13 @@ def _order_keys(bits: np.ndarray) -> np.ndarray:
     return bits
 
 
-def _select(arr: np.ndarray, ranks: list[int]) -> list[tuple[np.generic, int]]:
-    """`select` on a numpy array (any ordered dtype), values as numpy scalars."""
+def _select(arr: np.ndarray, ranks: list[int], keep_order: bool = False) -> list[tuple[np.generic, int]]:
+    """`select` on a numpy array (any ordered dtype), values as numpy scalars. Only small
+    arrays are partitioned in place (a copy of those when `keep_order`)."""
     n = arr.size
     if n <= 1 << 20:
+        if keep_order:
+            arr = arr.copy()
         arr.partition(ranks)
         return [(arr[r], int(np.count_nonzero(arr > arr[r]))) for r in ranks]
     stride = max(1, n // 262144)

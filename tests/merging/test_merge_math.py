@@ -228,3 +228,18 @@ def test_select_in_bfloat16_equals_select_over_the_same_values_in_float32(n):
     work = x.clone()
     assert select(work, ranks) == select(x.float(), ranks)
     assert torch.equal(work.sort().values, x.sort().values)
+
+
+@pytest.mark.parametrize("n", [1000, 3 << 20])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_select_keep_order_leaves_the_values_in_place(n, dtype):
+    """SCE selects its variance threshold and then masks by the same buffer, so `keep_order`
+    must leave it untouched (the small in-memory path partitions a copy)."""
+    from merging.methods.sparsify import select
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g).to(dtype)
+    ranks = [n // 3, n - 1]
+    work = x.clone()
+    assert select(work, ranks, keep_order=True) == select(x.clone(), ranks)
+    assert torch.equal(work, x)

@@ -650,6 +650,23 @@ def test_sce_by_hand():
     assert torch.equal(out[:2], torch.zeros(2)) and (out[2:] != 0).all()
 
 
+@pytest.mark.parametrize("chunk", [None, 7, 64])
+def test_sce_selects_exactly_k_with_ties_taken_in_order_across_chunks(chunk):
+    """Variances full of ties at the threshold: exactly k elements survive, the tied ones
+    first in position, whatever the chunking (ties straddle chunk borders)."""
+    a = torch.tensor([1.0, 2.0, 1.0, 0.0, 1.0, 3.0, 1.0, 1.0, 2.0, 1.0] * 30)
+    b = torch.zeros_like(a)  # variance (a/2)^2: 1/4 ties everywhere; b never agrees (0)
+    out = apply("sce", torch.zeros_like(a), [a, b], select_topk=0.5, chunk_elements=chunk)
+    k = int(torch.count_nonzero(a) * 0.5)  # 135 of the 270 non-zero variances
+    assert torch.count_nonzero(out) == k
+    above = a > 1
+    assert torch.equal(out[above], a[above])  # every 2 and 3 (90 of them) is kept...
+    tied = torch.nonzero(a == 1).flatten()
+    kept_ties = tied[:k - int(above.sum())]
+    assert torch.equal(out[kept_ties], a[kept_ties])  # ...then the first 45 ones
+    assert torch.count_nonzero(out[tied[len(kept_ties):]]) == 0
+
+
 def test_m2_methods_stream_tensor_by_tensor(monkeypatch):
     """Chunks of two rows give what one chunk gives: SCE's energies, RAM+'s counts and DELLA's
     row ranks (with the draws fixed by position) accumulate across chunks."""
