@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -72,12 +73,26 @@ class TensorJob:
     def delta_chunk(self, i: int, start: int, count: int, base: torch.Tensor) -> torch.Tensor:
         return self.model_chunk(i, start, count).sub_(base)
 
+    def _seed(self, key: tuple) -> int:
+        digest = hashlib.sha256(repr((self.seed, self.name, key)).encode()).digest()
+        return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
     def generator(self, *key: object) -> torch.Generator:
         """A generator seeded by (seed, tensor name, key): reproducible in any thread order."""
-        digest = hashlib.sha256(repr((self.seed, self.name, key)).encode()).digest()
         g = torch.Generator(device=self.device)
-        g.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+        g.manual_seed(self._seed(key))
         return g
+
+    def uniform(self, count: int, *key: object) -> torch.Tensor:
+        """`count` draws from U[0, 1) in the math dtype, seeded by (seed, tensor name, key).
+        On the CPU, in float32 or float64, they come from numpy's PCG64 (1.6x torch's
+        Mersenne twister here: DARE and DELLA draw one number per element); otherwise from
+        torch's generator for the device."""
+        if self.device.type != "cpu" or self.dtype not in (torch.float32, torch.float64):
+            # (rounding float32 draws to a half type could give 1.0: torch draws those itself)
+            return torch.rand(count, generator=self.generator(*key), device=self.device, dtype=self.dtype)
+        rng = np.random.Generator(np.random.PCG64(self._seed(key)))
+        return torch.from_numpy(rng.random(count, dtype=np.float32 if self.dtype == torch.float32 else np.float64))
 
 
 def in_memory(tensor: torch.Tensor) -> Source:

@@ -30,8 +30,7 @@ def rescale_mode(value) -> str:
 
 def dare_mask(job: TensorJob, i: int, chunk: int, count: int, density: float) -> torch.Tensor:
     """Bernoulli(density) keep-mask for one chunk, seeded by (tensor, model, chunk)."""
-    g = job.generator("dare", i, chunk)
-    return (torch.rand(count, generator=g, device=job.device, dtype=job.dtype) < density).to(job.dtype)
+    return (job.uniform(count, "dare", i, chunk) < density).to(job.dtype)
 
 
 def dare_l1_scale(job: TensorJob, i: int, density: float) -> float:

@@ -61,18 +61,16 @@ def keep_probabilities(delta: torch.Tensor, shape: tuple[int, ...], density: flo
     if (delta.device.type == "cpu" and delta.dtype == torch.float32 and inner == 1 and delta.numel() < 2**31
             and sys.byteorder == "little"):
         # rank by sorting (magnitude bits, position) as one int64 key: unique keys, so any
-        # sort gives the stable order, and numpy's (SIMD) sort of keys beats an argsort
-        bits = delta.abs().view(-1, n).numpy().view(np.int32)
-        rows = bits.shape[0]
-        pairs = np.empty((rows, n, 2), dtype=np.int32)  # little-endian int64: (position, bits)
-        pairs[..., 1] = bits
-        pairs[..., 0] = np.arange(n, dtype=np.int32)
-        keys = pairs.view(np.int64).reshape(rows, n)
+        # sort gives the stable order, and numpy's (SIMD) sort of keys beats an argsort;
+        # the low half of each sorted key is then the position of that rank
+        rows = delta.numel() // n
+        keys = delta.abs().view(rows, n).numpy().view(np.int32).astype(np.int64)
+        keys <<= 32
+        keys |= np.arange(n, dtype=np.int64)
         keys.sort(axis=1)
-        where = (np.arange(rows, dtype=np.int64) * n)[:, None] + pairs[..., 0]  # flat index of each rank
-        probs = np.empty(rows * n, dtype=np.float32)
-        probs[where.ravel()] = np.tile(by_rank.numpy(), rows)
-        return torch.from_numpy(probs)
+        keys &= 0xFFFFFFFF
+        probs = torch.empty(rows, n, dtype=delta.dtype)
+        return probs.scatter_(1, torch.from_numpy(keys), by_rank.expand(rows, n)).view(-1)
     mag = delta.abs().view(-1, n, inner)
     order = torch.sort(mag, dim=1, stable=True).indices
     probs = torch.empty_like(mag).scatter_(1, order, by_rank.view(1, n, 1).expand_as(mag).contiguous())
@@ -81,7 +79,7 @@ def keep_probabilities(delta: torch.Tensor, shape: tuple[int, ...], density: flo
 
 def _uniform(job: TensorJob, i: int, chunk: int, start: int, count: int) -> torch.Tensor:
     """The draws for one chunk of model i (tests replace this to inject a known field)."""
-    return torch.rand(count, generator=job.generator("della", i, chunk), device=job.device, dtype=job.dtype)
+    return job.uniform(count, "della", i, chunk)
 
 
 def magprune_trim(job: TensorJob) -> Trim:
@@ -93,6 +91,8 @@ def magprune_trim(job: TensorJob) -> Trim:
     def draw(i: int, c: int, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         probs = keep_probabilities(d, job.shape, densities[i], epsilons[i])
         u = _uniform(job, i, c, chunks[c][0], d.numel())
+        if u.dtype == d.dtype:
+            return torch.lt(u, probs, out=u), probs  # 1.0 kept, 0.0 dropped, over the draws
         return (u < probs).to(d.dtype), probs
 
     scales = [1.0] * len(densities)

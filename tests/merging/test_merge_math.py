@@ -76,6 +76,25 @@ def test_dare_is_seeded_and_l1_rescale_keeps_l1_norm():
     assert math.isclose((out - BASE).abs().sum().item(), (A - BASE).abs().sum().item(), rel_tol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_job_draws_are_uniform_and_seeded_by_key(dtype):
+    """DARE's and DELLA's draws: the same key gives the same numbers in any order, another
+    key or seed other numbers, all in [0, 1) and uniform (Kolmogorov-Smirnov distance)."""
+    from merging.job import TensorJob
+
+    job = TensorJob("w", (200_000,), None, [], [], {}, seed=3, dtype=dtype)
+    first = job.uniform(200_000, "dare", 0, 0)
+    other = job.uniform(200_000, "dare", 1, 0)
+    assert first.dtype == dtype and torch.equal(first, job.uniform(200_000, "dare", 0, 0))
+    assert not torch.equal(first, other)
+    assert not torch.equal(first, TensorJob("w", (1,), None, [], [], {}, seed=4, dtype=dtype).uniform(200_000, "dare", 0, 0))
+    x = first.double().sort().values
+    assert 0 <= x[0] and x[-1] < 1
+    ks = (x - torch.arange(1, x.numel() + 1, dtype=torch.float64) / x.numel()).abs().max()
+    assert ks < 0.01  # ~0.004 for uniform draws of this size (bfloat16's rounding adds < 0.004)
+    assert abs(float(torch.corrcoef(torch.stack([first.double(), other.double()]))[0, 1])) < 0.01
+
+
 def test_chunked_streaming_equals_whole_tensor():
     for method, kw in [("ties", {"density": 0.3}), ("breadcrumbs", {"density": 0.6, "gamma": 0.05}),
                        ("dare_ties", {"density": 0.5, "rescale": "l1"}), ("widen", {}), ("model_stock", {}),
