@@ -60,8 +60,13 @@ class TensorJob:
         return src(start, count).to(device=self.device, dtype=self.dtype)
 
     def raw_chunk(self, i: int, start: int, count: int) -> torch.Tensor:
-        """Model i's slice in its stored dtype (for mixed-dtype in-place arithmetic)."""
-        return self.models[i](start, count).to(device=self.device)
+        """Model i's slice for mixed-dtype in-place arithmetic: in its stored dtype when that
+        casts exactly to the math dtype (bfloat16 into float32: the same numbers without a
+        cast pass), else cast to the math dtype first, as `model_chunk` (and mergekit) do."""
+        chunk = self.models[i](start, count).to(device=self.device)
+        if torch.promote_types(chunk.dtype, self.dtype) != self.dtype:
+            return chunk.to(self.dtype)
+        return chunk
 
     def base_chunk(self, start: int, count: int) -> torch.Tensor:
         assert self.base is not None

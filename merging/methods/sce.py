@@ -31,11 +31,12 @@ from .sparsify import _buffer, select
 
 
 def _task_vectors(job: TensorJob, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The base's chunk and the models' task vectors, one row each."""
+    """The base's chunk and the models' task vectors, one row each (each model cast to the
+    math dtype before the subtraction, as mergekit does)."""
     base = job.base_chunk(start, count)
     tvs = torch.empty((len(job.models), count), dtype=base.dtype, device=base.device)
     for i in range(len(job.models)):
-        torch.sub(job.raw_chunk(i, start, count), base, out=tvs[i])
+        torch.sub(job.model_chunk(i, start, count), base, out=tvs[i])
     return base, tvs
 
 

@@ -667,6 +667,24 @@ def test_sce_selects_exactly_k_with_ties_taken_in_order_across_chunks(chunk):
     assert torch.count_nonzero(out[tied[len(kept_ties):]]) == 0
 
 
+@pytest.mark.parametrize("method, params", [
+    ("task_arithmetic", {"weight": 0.5}), ("ties", {"density": 0.5, "weight": 0.5}),
+    ("breadcrumbs", {"density": 0.5, "gamma": 0.01, "weight": 0.5}), ("sce", {"select_topk": 0.5}),
+    ("della", {"density": 0.5, "weight": 0.5}), ("dare_ties", {"density": 0.5, "weight": 0.5}),
+])
+def test_models_are_cast_to_the_math_dtype_before_subtracting(method, params):
+    """float32 models merged with bfloat16 math: the models are rounded to bfloat16 first
+    (mergekit's order), so the result equals merging the pre-rounded models (TIES and
+    breadcrumbs once selected on float32 differences rounded once, 188 and 61 elements off)."""
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(64, 32, generator=g)
+    ins = [base + 0.01 * torch.randn(64, 32, generator=g) for _ in range(2)]
+    rounded = [t.to(torch.bfloat16).to(torch.float32) for t in (base, *ins)]
+    got = apply(method, base, ins, dtype=torch.bfloat16, **params)
+    want = apply(method, rounded[0], rounded[1:], dtype=torch.bfloat16, **params)
+    assert torch.equal(got, want)
+
+
 def test_m2_methods_stream_tensor_by_tensor(monkeypatch):
     """Chunks of two rows give what one chunk gives: SCE's energies, RAM+'s counts and DELLA's
     row ranks (with the draws fixed by position) accumulate across chunks."""
