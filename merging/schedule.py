@@ -25,32 +25,36 @@ def run_within_budget(items: Sequence[T], size: Callable[[T], int], work: Callab
                       limit: int) -> None:
     """work(item) for every item on `workers` threads, the sizes of the running items summing
     to at most `limit` (an item larger than `limit` runs alone). The first error stops the
-    handing out of new items and is raised once the running ones end; so is an interrupt
-    of the calling thread."""
-    pending = list(items)
+    handing out of new items; once the running ones end, the error of the earliest item
+    (in the order given) among those that failed is raised, so that the same inputs name
+    the same tensor whichever thread finished first (an interrupt before any error). So is
+    an interrupt of the calling thread."""
+    pending = list(enumerate(items))
     cond = threading.Condition()
-    state = {"used": 0, "error": None, "stop": False}
+    state = {"used": 0, "stop": False}
+    errors: dict[int, BaseException] = {}
 
-    def take() -> tuple[T, int] | None:
+    def take() -> tuple[int, T, int] | None:
         with cond:
             while True:
                 if state["stop"] or not pending:
                     return None
-                for k, item in enumerate(pending):
+                for k, (index, item) in enumerate(pending):
                     n = min(size(item), limit)
                     if state["used"] + n <= limit:
                         state["used"] += n
-                        return pending.pop(k), n
+                        del pending[k]
+                        return index, item, n
                 cond.wait()
 
     def worker() -> None:
         while (got := take()) is not None:
-            item, n = got
+            index, item, n = got
             try:
                 work(item)
             except BaseException as e:  # noqa: BLE001 - handed to the caller
                 with cond:
-                    state["error"] = state["error"] or e
+                    errors[index] = e
                     state["stop"] = True
             finally:
                 with cond:
@@ -70,5 +74,6 @@ def run_within_budget(items: Sequence[T], size: Callable[[T], int], work: Callab
         for t in threads:
             t.join()
         raise
-    if state["error"] is not None:
-        raise state["error"]
+    if errors:
+        interrupts = [i for i, e in errors.items() if not isinstance(e, Exception)]
+        raise errors[min(interrupts or errors)]

@@ -57,3 +57,19 @@ def test_the_first_error_is_raised_and_no_new_job_starts_after_it():
     with pytest.raises(ValueError, match="bad tensor"):
         run_within_budget(list(range(100)), lambda _: 1, work, workers=2, limit=10)
     assert len(started) < 10
+
+
+def test_of_several_failing_jobs_the_earliest_in_order_is_raised():
+    """Job 1 fails first, job 0 (running beside it) after: job 0's error is the one raised,
+    as it would be whichever finished first."""
+    one_failed = threading.Event()
+
+    def work(item):
+        if item == 0:
+            assert one_failed.wait(5)
+            raise ValueError("tensor 0")
+        one_failed.set()
+        raise ValueError("tensor 1")
+
+    with pytest.raises(ValueError, match="tensor 0"):
+        run_within_budget([0, 1], lambda _: 1, work, workers=2, limit=10)
