@@ -59,13 +59,13 @@ def merge(
     from .frontend import merge_command, search_summary
     from .mergekit_config import load_documents
 
-    if config:  # a bad file is refused before the catalog opens: a new --catalog path is not created for it
-        load_documents(str(config))
+    # a bad file is refused before the catalog opens: a new --catalog path is not created for it
+    documents = load_documents(str(config)) if config else None
     cat = catalog()
     result = merge_command(
         cat, str(config) if config else None, method, base, model, weight, set_, dtype=dtype, out_dtype=out_dtype,
         out=out, device=device, seed=seed, workers=workers, reuse=not no_cache, tags=tag, progress_factory=item_progress,
-        out_shard_size=out_shard_size)
+        out_shard_size=out_shard_size, documents=documents)
     steps = getattr(result, "steps", None)  # a multi-document config: one entry per document
     if steps is not None:
         if as_json:

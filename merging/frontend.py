@@ -67,7 +67,9 @@ def shard_size(text: str | None) -> str | None:
 def merge_command(catalog: Catalog, config: str | None, method: str | None, base: str | None,
                   models: Sequence[str], weights: Sequence[float], sets: Sequence[str], *, dtype: str | None,
                   out_dtype: str | None, out: str | None, device: str, seed: int, workers: int, reuse: bool,
-                  tags: Sequence[str], progress_factory, out_shard_size: str | None = None) -> Any:
+                  tags: Sequence[str], progress_factory, out_shard_size: str | None = None,
+                  documents: list | None = None) -> Any:
+    """`documents`: the config's documents when the caller has read them already."""
     if workers < 1:
         raise ZooError(f"--workers {workers} is out of range: must be >= 1 (tensors merged at once)")
     shard = shard_size(out_shard_size)
@@ -81,7 +83,7 @@ def merge_command(catalog: Catalog, config: str | None, method: str | None, base
     if config:
         if method or models or base:
             raise ZooError("give either a YAML config or --method/--base/--model flags, not both")
-        docs = mergekit_config.load_documents(config)
+        docs = documents if documents is not None else mergekit_config.load_documents(config)
         if len(docs) > 1:
             return _pipeline(catalog, docs, config, parse_sets(sets), dtype=dtype, out_dtype=out_dtype, out=out,
                              device=device, seed=seed, workers=workers, reuse=reuse, tags=tags,

@@ -28,6 +28,7 @@ from ..job import Emit, TensorJob
 from ..settings import UnitInterval
 from . import MergeMethod, register
 from .sparsify import _buffer, select
+from .task_vectors import elected_sign
 
 
 def _task_vectors(job: TensorJob, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,10 +84,7 @@ def erase_and_merge(tvs: torch.Tensor, weights: list[float], keep: torch.Tensor 
     0 counting as +] - mergekit's arithmetic in float ops (sign/relu), several times faster
     here than its boolean masks. Elements where `keep` (the selection, 0/1) is 0 get 0, as if
     their task vectors were zeroed, at the cost of masking one row. Overwrites `tvs`."""
-    elected = tvs[0].clone()
-    for d in tvs[1:]:
-        elected.add_(d)
-    elected = torch.sign(torch.sign(elected).add_(0.5))  # -1 or +1
+    elected = elected_sign(tvs)
     if keep is not None:
         elected.mul_(keep)  # 0: nothing agrees, the merge is 0 / 1e-6
     merged = divisor = None

@@ -22,14 +22,19 @@ Trim = Callable[[int, int, torch.Tensor], torch.Tensor]
 PrepareTrim = Callable[[TensorJob], Trim]
 
 
+def elected_sign(rows) -> torch.Tensor:
+    """TIES's elected sign of each element: that of the rows' sum, 0 counting as + (-1 or +1)."""
+    total = rows[0].clone()
+    for row in rows[1:]:
+        total.add_(row)
+    return torch.sign(torch.sign(total).add_(0.5))
+
+
 def elect_and_mix(weighted: list[torch.Tensor], weights: list[float], normalize: bool) -> torch.Tensor:
     """TIES's sign consensus on weighted deltas w_i*d_i: elect the sign of their sum (0 counts
     as +), keep the entries that agree, and (if normalising) divide by the agreeing weights.
     Float ops only (sign/relu), which run several times faster here than boolean masks."""
-    elected = weighted[0].clone()
-    for wd in weighted[1:]:
-        elected.add_(wd)
-    elected = torch.sign(torch.sign(elected).add_(0.5))  # -1 or +1
+    elected = elected_sign(weighted)
     mixed = divisor = None
     for w, wd in zip(weights, weighted):
         agreeing = torch.relu(wd.mul_(elected))  # |w d| where w d agrees with the elected sign
