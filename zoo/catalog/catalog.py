@@ -7,8 +7,10 @@ moved into place only inside that transaction (and removed again if it fails).
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +36,9 @@ from .records import edge_row, file_row, model_row, run_row
 from .store import StoreReport
 from .tables import LineageEdge, ModelEntry, ModelFile, ModelTag, Run
 
+# inserts that lose a version number to a concurrent writer are retried (immediately, five
+# times, once lost one of four PostgreSQL writers' inserts in a CI run)
+INSERT_ATTEMPTS = 20
 _REF = re.compile(r"^(?P<name>.+)@(?P<version>\d+)$")
 NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
@@ -378,7 +383,7 @@ class Catalog:
         kinds = [entry_label(p.ckpt, c) for c, p in zip(configs, pending)]
         staged_kinds = [(st.entry.family, st.entry.architecture) for st in staged]
         given = list(parents)
-        for attempt in range(5):
+        for attempt in range(INSERT_ATTEMPTS):
             moved: list[tuple[Path, Path]] = []  # (final, moved from)
             try:
                 with self._write() as s:
@@ -407,10 +412,12 @@ class Catalog:
                     s.commit()
                     return entries
             except IntegrityError:
-                # another writer took a version number (databases without BEGIN IMMEDIATE)
+                # another writer took a version number (databases without BEGIN IMMEDIATE): try
+                # again after a random pause, so that writers that collided do not collide again
                 _move_back(moved)
-                if attempt == 4:
+                if attempt == INSERT_ATTEMPTS - 1:
                     raise
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
             except BaseException:
                 _move_back(moved)
                 raise
