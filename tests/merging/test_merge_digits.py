@@ -8,14 +8,13 @@ from torch import nn
 
 import merging
 from zoo import Checkpoint, save_tensors
-
-sklearn = pytest.importorskip("sklearn.datasets")
+from zoo.tasks.digits import read_digits
 
 
 def _data():
-    digits = sklearn.load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(digits.target)
+    pixels, labels = read_digits()
+    x = torch.tensor(pixels, dtype=torch.float32) / 16.0
+    y = torch.tensor(labels)
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(y), generator=g)
     x, y = x[perm], y[perm]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -14,6 +17,7 @@ from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.families import FAMILIES, Axis, family_of
 from zoo.tasks import get_task
+from zoo.tasks.digits import load_digits, read_digits
 from zoo.training import evaluate, new_model, train
 
 from tests.helpers.models import tiny_llama, tiny_vit
@@ -130,6 +134,31 @@ def test_digits_task_splits_and_subsets():
         get_task("digits:3-12")
     with pytest.raises(ZooError, match="unknown task"):
         get_task("imagenet")
+
+
+def test_digits_are_scikit_learns_digits_read_without_importing_it():
+    """The task reads sklearn's bundled file itself (importing sklearn costs ~1.6 s a
+    process); the rows must be exactly what `sklearn.datasets.load_digits` returns."""
+    code = ("import sys; from zoo.tasks.digits import load_digits; load_digits(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy', 'pandas')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    reference = sklearn_datasets.load_digits()
+    pixels, labels = read_digits()
+    assert np.array_equal(pixels, reference.data) and np.array_equal(labels, reference.target)
+    images, shuffled_labels = load_digits()
+    order = torch.randperm(1797, generator=torch.Generator().manual_seed(0))  # the task's fixed shuffle
+    assert torch.equal(images.flatten(1), torch.tensor(reference.data, dtype=torch.float32)[order] / 8.0 - 1.0)
+    assert torch.equal(shuffled_labels, torch.tensor(reference.target)[order])
+
+
+def test_digits_without_scikit_learn_say_what_to_install(monkeypatch):
+    import zoo.tasks.digits as digits
+
+    monkeypatch.setattr(digits.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ZooError, match="pip install scikit-learn"):
+        digits.digits_file()
 
 
 @pytest.mark.slow
