@@ -111,7 +111,7 @@ def run(job: TensorJob, emit: Emit) -> None:
             _variance(_task_vectors(job, start, count)[1], out=var[start : start + count])
         k = int(torch.count_nonzero(var) * fraction)  # as mergekit: an int64 tensor times a float (float32)
         if k > 0:
-            ((thr, above),) = select(var, [job.numel - k], keep_order=True)
+            ((thr, above),) = select(var, [job.numel - k])
             selection = (thr, k - above)
     if not keep_all and selection is None:  # nothing selected: every task vector is zero
         for start, count in chunks:

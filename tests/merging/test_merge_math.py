@@ -235,6 +235,27 @@ def test_ties_keeps_exactly_k_with_ties_taken_in_order():
     assert (kept != 0).sum().item() == int(0.3 * big.numel())
 
 
+@pytest.mark.parametrize("values", ["continuous", "few distinct", "one value around the median"])
+@pytest.mark.parametrize("n", [1000, 3 << 20])  # the in-memory partition and the bracketed pass
+def test_select_gives_the_order_statistics_of_a_full_sort(n, values):
+    """The value at each rank and the count of greater elements equal a full sort's; the
+    bracketed pass has its own paths for a bracket of distinct values and one that is a
+    single value (bfloat16 deltas: few distinct magnitudes)."""
+    from merging.methods.sparsify import select
+
+    g = torch.Generator().manual_seed(n)
+    if values == "continuous":
+        x = torch.randn(n, generator=g)
+    elif values == "few distinct":
+        x = torch.randint(0, 50, (n,), generator=g).float() / 7
+    else:
+        x = torch.randint(0, 3, (n,), generator=g).float()
+    ranks = [0, n // 7, n // 2, n - 2, n - 1]
+    ordered = x.sort().values
+    expected = [(float(ordered[r]), int((x > ordered[r]).sum())) for r in ranks]
+    assert select(x.clone(), ranks) == expected
+
+
 @pytest.mark.parametrize("n", [1000, 3 << 20])  # the in-memory partition and the bracketed pass
 def test_select_in_bfloat16_equals_select_over_the_same_values_in_float32(n):
     """numpy has no bfloat16: selection runs on order-preserving int16 keys, signs included,
@@ -251,14 +272,14 @@ def test_select_in_bfloat16_equals_select_over_the_same_values_in_float32(n):
 
 @pytest.mark.parametrize("n", [1000, 3 << 20])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_select_keep_order_leaves_the_values_in_place(n, dtype):
-    """SCE selects its variance threshold and then masks by the same buffer, so `keep_order`
-    must leave it untouched (the small in-memory path partitions a copy)."""
+def test_select_leaves_the_values_in_place(n, dtype):
+    """SCE selects its variance threshold and then masks by the same buffer, so selection
+    must leave it untouched (bfloat16 keys are flipped in place and back)."""
     from merging.methods.sparsify import select
 
     g = torch.Generator().manual_seed(n)
     x = torch.randn(n, generator=g).to(dtype)
     ranks = [n // 3, n - 1]
     work = x.clone()
-    assert select(work, ranks, keep_order=True) == select(x.clone(), ranks)
+    assert select(work, ranks) == select(x.clone(), ranks)
     assert torch.equal(work, x)
