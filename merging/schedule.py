@@ -3,7 +3,8 @@
 Each worker takes the first waiting job that fits beside those running. With plain
 in-order dispatch, a worker that drew a huge tensor (embeddings, lm_head) while another
 huge one ran held the budget and left every other worker idle behind it; here it takes the
-small tensors after it meanwhile.
+small tensors after it meanwhile. The caller can have the largest jobs handed out first
+(`first`): the engine does, so that no huge tensor is left to run alone at the end.
 """
 from __future__ import annotations
 
@@ -22,14 +23,17 @@ def budget_for(sizes: Sequence[int], floor: int = 64 * 1024 * 1024) -> int:
 
 
 def run_within_budget(items: Sequence[T], size: Callable[[T], int], work: Callable[[T], None], workers: int,
-                      limit: int) -> None:
+                      limit: int, first: Callable[[T], bool] | None = None) -> None:
     """work(item) for every item on `workers` threads, the sizes of the running items summing
-    to at most `limit` (an item larger than `limit` runs alone). The first error stops the
+    to at most `limit` (an item larger than `limit` runs alone). Items for which `first`
+    holds are handed out before the rest (each group in the order given). The first error stops the
     handing out of new items; once the running ones end, the error of the earliest item
     (in the order given) among those that failed is raised, so that the same inputs name
     the same tensor whichever thread finished first (an interrupt before any error). So is
     an interrupt of the calling thread."""
     pending = list(enumerate(items))
+    if first is not None:
+        pending.sort(key=lambda entry: not first(entry[1]))  # (stable: the order given within each group)
     cond = threading.Condition()
     state = {"used": 0, "stop": False}
     errors: dict[int, BaseException] = {}

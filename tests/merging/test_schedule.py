@@ -73,3 +73,30 @@ def test_of_several_failing_jobs_the_earliest_in_order_is_raised():
 
     with pytest.raises(ValueError, match="tensor 0"):
         run_within_budget([0, 1], lambda _: 1, work, workers=2, limit=10)
+
+
+def test_jobs_marked_first_are_handed_out_first_and_each_group_keeps_its_order():
+    """The engine marks the largest tensors (a Llama's lm_head comes last in the checkpoint):
+    run last, one would keep one thread busy while the others idle."""
+    order = []
+    items = ["s0", "s1", "H1", "s2", "H2", "s3"]
+    run_within_budget(items, lambda _: 1, order.append, workers=1, limit=10, first=lambda n: n.startswith("H"))
+    assert order == ["H1", "H2", "s0", "s1", "s2", "s3"]
+
+
+def test_an_error_is_named_by_the_order_given_not_the_order_handed_out():
+    """Job 1 is handed out first and fails first; job 0 fails after it: job 0's error is
+    raised, as without the reordering."""
+    zero_started, one_failed = threading.Event(), threading.Event()
+
+    def work(item):
+        if item == 0:
+            zero_started.set()
+            assert one_failed.wait(5)
+            raise ValueError("tensor 0")
+        assert zero_started.wait(5)
+        one_failed.set()
+        raise ValueError("tensor 1")
+
+    with pytest.raises(ValueError, match="tensor 0"):
+        run_within_budget([0, 1], lambda _: 1, work, workers=2, limit=10, first=lambda i: i == 1)
