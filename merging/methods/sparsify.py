@@ -112,6 +112,22 @@ def _below_and_inside(arr: np.ndarray, lo: np.generic, hi: np.generic) -> tuple[
     return below, np.concatenate(inside)
 
 
+def tie_cutoff(values: torch.Tensor, threshold: float, ties: int) -> int:
+    """The flat position just after the `ties`-th element equal to `threshold` (0 when
+    `ties` is 0): keeping the elements equal to the threshold before it, and none after,
+    takes the ties in order of position."""
+    if ties <= 0:
+        return 0
+    block_size = 1 << 20
+    for s in range(0, values.numel(), block_size):
+        equal = values[s : s + block_size] == threshold
+        count = int(torch.count_nonzero(equal))
+        if count >= ties:
+            return s + int(equal.nonzero()[ties - 1, 0]) + 1
+        ties -= count
+    return values.numel()
+
+
 def l1_rescale(before: float, after: float, eps: float = 1e-7) -> float:
     """mergekit's `rescale` (RescaleNorm.l1): the factor that gives the kept deltas the L1
     norm of the whole task vector, `before / after`; 1 when either norm is below `eps`."""
@@ -134,14 +150,18 @@ def kept_l1(values: torch.Tensor, lo: float, hi: float = float("inf"), ties_at_l
 
 
 _scratch = threading.local()
+SCRATCH_KEPT = 16 * 1024 * 1024  # elements a scratch buffer may keep beyond 4x what a tensor needs
 
 
 def _buffer(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A per-thread float buffer reused across tensors: fresh memory costs page faults on
-    first touch (slow in VMs), reused memory does not."""
+    first touch (slow in VMs), reused memory does not. One much larger than needed (the
+    embeddings' after them, 4x and more) is given back: kept, it held a quarter of a GB
+    through the rest of a 1B merge."""
     buf = getattr(_scratch, "buf", None)
-    if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
-        _scratch.buf = buf = None  # drop the old one before allocating the larger one
+    if (buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device
+            or buf.numel() > max(4 * numel, SCRATCH_KEPT)):
+        _scratch.buf = buf = None  # drop the old one before allocating the new one
         _scratch.buf = buf = torch.empty(numel, dtype=dtype, device=device)
     return buf[:numel]
 

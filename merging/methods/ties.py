@@ -6,36 +6,46 @@ TIES keeps exactly k elements: ties at the threshold are taken in order of posit
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..job import TensorJob
 from . import register
-from .sparsify import abs_deltas, kept_l1, l1_rescale, select
+from .sparsify import abs_deltas, kept_l1, l1_rescale, select, tie_cutoff
 from .task_vectors import Trim, task_vector_method, trimmed_run
 
 
 class TopK:
     """Keep exactly k elements by magnitude: all above the threshold, then those equal to
-    it in order of position until k are kept (deterministic, independent of threads)."""
+    it in order of position until k are kept (deterministic, independent of threads).
 
-    def __init__(self, threshold: float, ties: int, scale: float = 1.0):
+    The ties kept are those before `cutoff` (a flat position, found once per tensor by
+    `tie_cutoff`), so each chunk is one hardshrink: at |x| >= threshold before the cutoff,
+    at |x| > threshold after it (a chunk that straddles it is cut in two). Chunks must
+    come in order."""
+
+    def __init__(self, threshold: float, cutoff: int = 0, scale: float = 1.0):
         self.threshold = threshold
-        self.ties = ties  # how many elements equal to the threshold still to keep
+        self.cutoff = cutoff  # positions before this keep the elements equal to the threshold
         self.scale = scale  # applied to what is kept (mergekit's L1 rescale)
+        self.position = 0  # flat position of the next chunk
 
     def apply(self, delta: torch.Tensor) -> torch.Tensor:
+        start, self.position = self.position, self.position + delta.numel()
         if self.threshold == float("inf"):
             return delta.zero_()
-        kept = torch.hardshrink(delta, self.threshold) if self.threshold > 0 else delta.clone()
-        if self.ties > 0:
-            if delta.device.type == "cpu" and delta.dtype != torch.bfloat16:  # (numpy lacks bfloat16)
-                arr = delta.numpy()
-                tied = torch.from_numpy(np.flatnonzero(np.abs(arr) == arr.dtype.type(self.threshold))[: self.ties])
+        if self.threshold == 0:  # keep everything (dropping a tied zero changes nothing)
+            kept = delta
+        else:
+            split = min(max(self.cutoff - start, 0), delta.numel())
+            below = torch.nextafter(torch.tensor(self.threshold, dtype=delta.dtype),
+                                    torch.tensor(0.0, dtype=delta.dtype)).item()  # |x| > below: |x| >= threshold
+            if split == delta.numel():
+                kept = torch.hardshrink(delta, below)
+            elif split == 0:
+                kept = torch.hardshrink(delta, self.threshold)
             else:
-                tied = (delta.abs() == self.threshold).nonzero().flatten()[: self.ties]
-            kept[tied] = delta[tied]
-            self.ties -= len(tied)
+                kept = torch.cat([torch.hardshrink(delta[:split], below),
+                                  torch.hardshrink(delta[split:], self.threshold)])
         return kept.mul_(self.scale) if self.scale != 1 else kept
 
 
@@ -51,7 +61,7 @@ def magnitude_topk(job: TensorJob, densities: list[float], rescale: bool = False
         before = float(values.sum(dtype=torch.float64)) if rescale else 0.0
         ((thr, above),) = select(values, [job.numel - k])
         scale = l1_rescale(before, kept_l1(values, thr, ties_at_lo=k - above)) if rescale else 1.0
-        out[i] = TopK(thr, k - above, scale)
+        out[i] = TopK(thr, tie_cutoff(values, thr, k - above), scale)
     return out
 
 

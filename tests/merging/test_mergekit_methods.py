@@ -667,6 +667,27 @@ def test_sce_selects_exactly_k_with_ties_taken_in_order_across_chunks(chunk):
     assert torch.count_nonzero(out[tied[len(kept_ties):]]) == 0
 
 
+@pytest.mark.parametrize("n, chunk, dtype", [(300, None, torch.float32), (300, 7, torch.float32),
+                                             (300, 64, torch.bfloat16), (3 << 20, None, torch.float32)])
+def test_ties_keeps_exactly_k_with_ties_taken_in_order_across_chunks(n, chunk, dtype):
+    """Magnitudes full of ties at the threshold: exactly k survive, everything above it and
+    then the tied ones in order of position, whatever the chunking (the cut falls inside a
+    chunk) and size (3M elements: the sampled selection)."""
+    g = torch.Generator().manual_seed(n)
+    a = torch.randint(-3, 4, (n,), generator=g).float()
+    out = apply("ties", torch.zeros_like(a), [a], weight=1.0, density=0.4, chunk_elements=chunk, dtype=dtype)
+    k = int(0.4 * n)
+    assert torch.count_nonzero(out) == k
+    magnitude = a.abs()
+    threshold = magnitude.sort(descending=True).values[k - 1]
+    above = magnitude > threshold
+    tied = torch.nonzero(magnitude == threshold).flatten()
+    expected = torch.where(above, a, 0.0)
+    kept_ties = tied[: k - int(above.sum())]
+    expected[kept_ties] = a[kept_ties]
+    assert torch.equal(out.float(), expected)
+
+
 @pytest.mark.parametrize("method, params", [
     ("task_arithmetic", {"weight": 0.5}), ("ties", {"density": 0.5, "weight": 0.5}),
     ("breadcrumbs", {"density": 0.5, "gamma": 0.01, "weight": 0.5}), ("sce", {"select_topk": 0.5}),
