@@ -37,15 +37,13 @@ class TopK:
             kept = delta
         else:
             split = min(max(self.cutoff - start, 0), delta.numel())
-            below = torch.nextafter(torch.tensor(self.threshold, dtype=delta.dtype),
-                                    torch.tensor(0.0, dtype=delta.dtype)).item()  # |x| > below: |x| >= threshold
-            if split == delta.numel():
-                kept = torch.hardshrink(delta, below)
-            elif split == 0:
+            if split == 0:  # past the cut: most chunks
                 kept = torch.hardshrink(delta, self.threshold)
             else:
-                kept = torch.cat([torch.hardshrink(delta[:split], below),
-                                  torch.hardshrink(delta[split:], self.threshold)])
+                below = torch.nextafter(torch.tensor(self.threshold, dtype=delta.dtype),
+                                        torch.tensor(0.0, dtype=delta.dtype)).item()  # |x| > below: |x| >= threshold
+                kept = torch.hardshrink(delta, below) if split == delta.numel() else \
+                    torch.cat([torch.hardshrink(delta[:split], below), torch.hardshrink(delta[split:], self.threshold)])
         return kept.mul_(self.scale) if self.scale != 1 else kept
 
 

@@ -18,6 +18,7 @@ from zoo.training import evaluate, for_task, new_model, train
 
 pytestmark = pytest.mark.slow  # trains and scores models for the searches
 
+
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
     """A briefly trained ViT-Ti base, fine-tunes on digits 0-4, 5-9 and all digits, and an

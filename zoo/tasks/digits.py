@@ -41,10 +41,13 @@ def digits_file() -> Path:
 @lru_cache(maxsize=1)
 def read_digits() -> tuple[np.ndarray, np.ndarray]:
     """(pixels N x 64 in 0..16 as float64, labels N) in the file's order: what
-    `sklearn.datasets.load_digits()` returns as `data` and `target`."""
+    `sklearn.datasets.load_digits()` returns as `data` and `target`. Read-only: they are
+    cached and shared."""
     with gzip.open(digits_file(), "rt") as f:
         table = np.loadtxt(f, delimiter=",")
-    return table[:, :-1], table[:, -1].astype(int)
+    pixels, labels = table[:, :-1], table[:, -1].astype(int)
+    pixels.flags.writeable = labels.flags.writeable = False
+    return pixels, labels
 
 
 @lru_cache(maxsize=1)
